@@ -1,0 +1,255 @@
+"""A local gRPC fake of ``google.cloud.kms.v1.KeyManagementService``.
+
+The official client talks to it unchanged over an insecure loopback channel
+(export :meth:`FakeGcpKms.env`). Each RPC is registered under its real method
+path with the official request and response messages, so the wire format is the
+real one. A fault injector sits in
+front of every RPC (the operation name is the method name, e.g. ``"Encrypt"``):
+throttle answers RESOURCE_EXHAUSTED, unavailable UNAVAILABLE, timeout sleeps
+past the caller's deadline, denied PERMISSION_DENIED. Two integrity faults, not
+in the shared set, test CRC32C handling: a corrupted response checksum and a
+request checksum reported as not verified.
+"""
+
+from __future__ import annotations
+
+import threading
+import typing
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import grpc
+from google.cloud.kms_v1.types import DecryptResponse, EncryptResponse, GenerateRandomBytesResponse
+
+from kmsbox.testing.fakes import FaultInjector
+from kmsbox_gcp._fake_kms import RPC_METHODS, FakeKms, RpcFailure
+from kmsbox_gcp.client import ENDPOINT_ENV, INSECURE_ENV
+from kmsbox_gcp.names import CryptoKeyName, parse_kek_uri
+
+__all__ = ["RPC_METHODS", "SERVICE_NAME", "FakeGcpKms", "GcpFaultInjector", "start_fake"]
+
+SERVICE_NAME = "google.cloud.kms.v1.KeyManagementService"
+
+# How long a "timeout" fault holds a call that carries no deadline.
+_NO_DEADLINE_HOLD = 30.0
+# Cloud KMS IAM permission checked by each RPC, for PERMISSION_DENIED messages.
+_PERMISSIONS = {
+    "Encrypt": "cloudkms.cryptoKeyVersions.useToEncrypt",
+    "Decrypt": "cloudkms.cryptoKeyVersions.useToDecrypt",
+    "GenerateRandomBytes": "cloudkms.locations.generateRandomBytes",
+    "CreateKeyRing": "cloudkms.keyRings.create",
+    "GetKeyRing": "cloudkms.keyRings.get",
+    "ListKeyRings": "cloudkms.keyRings.list",
+    "CreateCryptoKey": "cloudkms.cryptoKeys.create",
+    "GetCryptoKey": "cloudkms.cryptoKeys.get",
+    "ListCryptoKeys": "cloudkms.cryptoKeys.list",
+    "UpdateCryptoKey": "cloudkms.cryptoKeys.update",
+    "UpdateCryptoKeyPrimaryVersion": "cloudkms.cryptoKeys.update",
+    "CreateCryptoKeyVersion": "cloudkms.cryptoKeyVersions.create",
+    "GetCryptoKeyVersion": "cloudkms.cryptoKeyVersions.get",
+    "ListCryptoKeyVersions": "cloudkms.cryptoKeyVersions.list",
+    "UpdateCryptoKeyVersion": "cloudkms.cryptoKeyVersions.update",
+    "DestroyCryptoKeyVersion": "cloudkms.cryptoKeyVersions.destroy",
+    "RestoreCryptoKeyVersion": "cloudkms.cryptoKeyVersions.restore",
+}
+_THROTTLED = (
+    "Quota exceeded for quota metric 'Cryptographic requests' and limit 'Cryptographic requests per minute' "
+    "of service 'cloudkms.googleapis.com' for consumer 'project_number:0'."
+)
+
+
+class GcpFaultInjector(FaultInjector):
+    """The shared fault injector plus Cloud KMS integrity faults.
+
+    ``corrupt_response_crc``: how many Encrypt/Decrypt/GenerateRandomBytes answers
+    get a wrong response checksum. ``unverified_request_crc``: how many Encrypt
+    answers claim the request checksums were not verified (as when they are lost
+    in transit). ``clear()`` resets these too.
+    """
+
+    def __init__(self, **options: Any) -> None:
+        self.corrupt_response_crc = 0
+        self.unverified_request_crc = 0
+        super().__init__(**options)
+
+    def configure_integrity(self, *, corrupt_response_crc: int = 0, unverified_request_crc: int = 0) -> None:
+        """Arm the integrity faults for the next N crypto answers each."""
+        if corrupt_response_crc < 0 or unverified_request_crc < 0:
+            raise ValueError("fault counts must be >= 0")
+        with self._lock:
+            self.corrupt_response_crc = corrupt_response_crc
+            self.unverified_request_crc = unverified_request_crc
+
+    def clear(self) -> None:
+        """No latency, no faults, no integrity faults."""
+        super().clear()
+        self.configure_integrity()
+
+    def take(self, fault: str) -> bool:
+        """Consume one integrity fault of kind ``fault``; True if one was armed."""
+        with self._lock:
+            left: int = getattr(self, fault)
+            if left <= 0:
+                return False
+            setattr(self, fault, left - 1)
+            return True
+
+
+class FakeGcpKms:
+    """A started fake Cloud KMS on loopback, with a ready key (``kek_uri``)."""
+
+    name = "gcp"
+
+    def __init__(
+        self,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        latency: float = 0.0,
+        fault_rate: float = 0.0,
+        fault_kind: str = "unavailable",
+        project: str = "kmsbox-fake",
+        location: str = "global",
+        key_ring: str = "kmsbox",
+        crypto_key: str = "kek",
+        seed: int | None = None,
+    ) -> None:
+        self._faults = GcpFaultInjector(latency=latency, rate=fault_rate, kind=fault_kind, seed=seed)
+        self.kms = FakeKms()
+        self._key = CryptoKeyName(project, location, key_ring, crypto_key)
+        self.kms.ensure_key(self._key.path)
+        self._stopping = threading.Event()
+        self._executor = ThreadPoolExecutor(max_workers=32, thread_name_prefix="fake-gcp-kms")
+        self._server = grpc.server(self._executor)
+        self._server.add_generic_rpc_handlers((self._generic_handler(),))
+        self._port = self._server.add_insecure_port(f"{host}:{port}")
+        if self._port == 0:
+            raise OSError(f"fake Cloud KMS could not bind {host}:{port}")
+        self._host = host
+        self._server.start()
+        self._stopped = False
+
+    def __repr__(self) -> str:
+        return f"FakeGcpKms(endpoint={self.endpoint!r}, kek_uri={self.kek_uri!r})"
+
+    @property
+    def endpoint(self) -> str:
+        """``host:port`` the fake listens on."""
+        host = f"[{self._host}]" if ":" in self._host else self._host
+        return f"{host}:{self._port}"
+
+    @property
+    def kek_uri(self) -> str:
+        """URI of the key created at start."""
+        return self._key.uri
+
+    @property
+    def faults(self) -> GcpFaultInjector:
+        """The fault and latency injector in front of every RPC."""
+        return self._faults
+
+    def env(self) -> dict[str, str]:
+        """What the provider needs to reach this fake instead of Google."""
+        return {ENDPOINT_ENV: self.endpoint, INSECURE_ENV: "true"}
+
+    def create_key(self, name: str) -> str:
+        """Create crypto key ``name`` in the same key ring (if missing); return its KEK URI."""
+        key = CryptoKeyName(self._key.project, self._key.location, self._key.key_ring, name)
+        parse_kek_uri(key.uri)  # validates the id the way the provider will
+        self.kms.ensure_key(key.path)
+        return key.uri
+
+    def rotate_key(self, kek_uri: str) -> str:
+        """Give the key a new primary version; return its short id (as the provider reports versions)."""
+        return str(self.kms.rotate(parse_kek_uri(kek_uri).path))
+
+    def stop(self) -> None:
+        """Stop serving (held "timeout" calls are released) and release the port and threads."""
+        if self._stopped:
+            return
+        self._stopped = True
+        self._stopping.set()
+        self._server.stop(grace=0.5).wait()
+        self._executor.shutdown(wait=True)
+
+    def _generic_handler(self) -> grpc.GenericRpcHandler:
+        handlers = {name: self._method_handler(name, getattr(self.kms, _snake(name))) for name in RPC_METHODS}
+        return grpc.method_handlers_generic_handler(SERVICE_NAME, handlers)
+
+    def _method_handler(self, operation: str, implementation: Callable[[Any], Any]) -> grpc.RpcMethodHandler:
+        # google-cloud-kms ships no service descriptor; the fake's own signatures name the official messages.
+        hints = typing.get_type_hints(implementation)
+        request_type, response_type = hints["request"], hints["return"]
+
+        def handle(raw: Any, context: grpc.ServicerContext) -> Any:
+            request = request_type.wrap(raw)
+            self._inject_fault(operation, request, context)
+            try:
+                response = implementation(request)
+            except RpcFailure as failure:
+                context.abort(failure.code, failure.message)
+            self._inject_integrity_fault(response)
+            return response_type.pb(response)
+
+        return grpc.unary_unary_rpc_method_handler(
+            handle, request_deserializer=request_type.pb().FromString, response_serializer=_serialize
+        )
+
+    def _inject_fault(self, operation: str, request: Any, context: grpc.ServicerContext) -> None:
+        fault = self._faults.before_call(operation)
+        if fault == "throttle":
+            context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, _THROTTLED)
+        if fault == "unavailable":
+            context.abort(grpc.StatusCode.UNAVAILABLE, "The service is currently unavailable.")
+        if fault == "denied":
+            permission = _PERMISSIONS.get(operation, "cloudkms.*")
+            context.abort(
+                grpc.StatusCode.PERMISSION_DENIED,
+                f"Permission '{permission}' denied on resource '{_resource_of(request)}' (or it may not exist).",
+            )
+        if fault == "timeout":
+            remaining = context.time_remaining()
+            hold = _NO_DEADLINE_HOLD if remaining is None else remaining + 0.25
+            # Sleep past the caller's deadline, waking early only when the fake stops.
+            self._stopping.wait(hold)
+            context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded")
+
+    def _inject_integrity_fault(self, response: Any) -> None:
+        if isinstance(response, EncryptResponse):
+            if self._faults.take("unverified_request_crc"):
+                response.verified_plaintext_crc32c = False
+                response.verified_additional_authenticated_data_crc32c = False
+            if self._faults.take("corrupt_response_crc"):
+                response.ciphertext_crc32c = (response.ciphertext_crc32c + 1) % 2**32
+        elif isinstance(response, DecryptResponse) and self._faults.take("corrupt_response_crc"):
+            response.plaintext_crc32c = (response.plaintext_crc32c + 1) % 2**32
+        elif isinstance(response, GenerateRandomBytesResponse) and self._faults.take("corrupt_response_crc"):
+            response.data_crc32c = (response.data_crc32c + 1) % 2**32
+
+
+def _serialize(message: Any) -> bytes:
+    return bytes(message.SerializeToString())
+
+
+def _snake(name: str) -> str:
+    return "".join(f"_{c.lower()}" if c.isupper() else c for c in name).lstrip("_")
+
+
+def _resource_of(request: Any) -> str:
+    """The resource an RPC acts on, for PERMISSION_DENIED messages."""
+    for attribute in ("name", "parent", "location"):
+        value = getattr(request, attribute, "")
+        if value:
+            return str(value)
+    for nested in ("crypto_key", "crypto_key_version"):
+        value = getattr(getattr(request, nested, None), "name", "")
+        if value:
+            return str(value)
+    return "unknown"
+
+
+def start_fake(**options: Any) -> FakeGcpKms:
+    """The ``register_fake_servers`` factory: start a fake with ``options`` (host, port, latency, faults)."""
+    return FakeGcpKms(**options)
+

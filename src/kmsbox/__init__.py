@@ -1,0 +1,62 @@
+"""kmsbox: envelope encryption and a secret store over pluggable KMS providers.
+
+The public face only; see the docs for concepts.
+"""
+
+from kmsbox.engine import Envelope
+from kmsbox.errors import (
+    ConfigError,
+    ConflictError,
+    IntegrityError,
+    KeyUnavailable,
+    KmsboxError,
+    PluginError,
+    ProviderError,
+    SecretDisabled,
+    SecretExpired,
+    SecretNotFound,
+    StorageError,
+)
+from kmsbox.kek import BaseKekProvider, KekProvider, WrappedKey, open_kek
+from kmsbox.keys import KeyCache
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Envelope",
+    "KeyCache",
+    "BaseKekProvider",
+    "KekProvider",
+    "WrappedKey",
+    "open_kek",
+    "KmsboxError",
+    "ConfigError",
+    "PluginError",
+    "ProviderError",
+    "KeyUnavailable",
+    "IntegrityError",
+    "SecretNotFound",
+    "SecretExpired",
+    "SecretDisabled",
+    "ConflictError",
+    "StorageError",
+    "__version__",
+]
+
+from kmsbox.store.audit import AuditEvent, AuditVerification, Checkpoint  # noqa: E402
+from kmsbox.store.config import open_store  # noqa: E402
+from kmsbox.store.models import GetResult, Page, Secret, SecretInfo, SecretVersionInfo  # noqa: E402
+from kmsbox.store.service import SecretStore  # noqa: E402
+
+__all__ += [
+    "open_store",
+    "SecretStore",
+    "Secret",
+    "SecretInfo",
+    "SecretVersionInfo",
+    "GetResult",
+    "Page",
+    "AuditEvent",
+    "AuditVerification",
+    "Checkpoint",
+]

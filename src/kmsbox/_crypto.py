@@ -1,0 +1,73 @@
+"""The only module that calls AES-GCM, HMAC or the random source.
+
+A thin, safe layer: keys are 32 random bytes, nonces are 96 random bits, and an
+authentication failure is an opaque :class:`~kmsbox.errors.IntegrityError`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from kmsbox.errors import IntegrityError
+
+KEY_SIZE = 32
+NONCE_SIZE = 12
+TAG_SIZE = 16
+
+__all__ = ["KEY_SIZE", "NONCE_SIZE", "TAG_SIZE", "Aead", "constant_time_equal", "hmac_sha256", "random_bytes", "random_key", "random_nonce"]
+
+
+def random_key() -> bytes:
+    """Return a fresh 256-bit key from the operating system's CSPRNG."""
+    return os.urandom(KEY_SIZE)
+
+
+def random_nonce() -> bytes:
+    """Return a fresh 96-bit AES-GCM nonce."""
+    return os.urandom(NONCE_SIZE)
+
+
+def random_bytes(n: int) -> bytes:
+    """Return ``n`` random bytes."""
+    return os.urandom(n)
+
+
+def hmac_sha256(key: bytes, data: bytes) -> bytes:
+    """HMAC-SHA256 of ``data`` under ``key``."""
+    return hmac.new(key, data, hashlib.sha256).digest()
+
+
+def constant_time_equal(a: bytes, b: bytes) -> bool:
+    """Compare two MACs without leaking where they differ."""
+    return hmac.compare_digest(a, b)
+
+
+class Aead:
+    """AES-256-GCM under one key. ``repr`` never shows the key."""
+
+    __slots__ = ("_aesgcm",)
+
+    def __init__(self, key: bytes) -> None:
+        if len(key) != KEY_SIZE:
+            raise IntegrityError("key has the wrong length")
+        self._aesgcm = AESGCM(key)
+
+    def __repr__(self) -> str:
+        return "Aead(key=***)"
+
+    def seal(self, plaintext: bytes, aad: bytes) -> tuple[bytes, bytes]:
+        """Encrypt under a fresh nonce; return ``(nonce, ciphertext_and_tag)``."""
+        nonce = os.urandom(NONCE_SIZE)
+        return nonce, self._aesgcm.encrypt(nonce, plaintext, aad)
+
+    def open(self, nonce: bytes, ciphertext: bytes, aad: bytes) -> bytes:
+        """Decrypt and authenticate; any failure is an opaque IntegrityError."""
+        try:
+            return self._aesgcm.decrypt(nonce, ciphertext, aad)
+        except (InvalidTag, ValueError):
+            raise IntegrityError("authentication failed") from None

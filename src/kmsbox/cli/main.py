@@ -1,0 +1,143 @@
+"""The ``kmsbox`` click group, its global options and error handling.
+
+Every kmsbox error becomes one line on stderr and a documented exit code; plugins
+add commands through the ``register_commands`` hook.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import click
+
+from kmsbox.errors import (
+    ConfigError,
+    ConflictError,
+    IntegrityError,
+    KeyUnavailable,
+    KmsboxError,
+    PluginError,
+    ProviderError,
+    SecretDisabled,
+    SecretExpired,
+    SecretNotFound,
+    StorageError,
+)
+
+__all__ = ["Settings", "cli", "get_cli", "main", "open_cli_store", "pass_settings"]
+
+
+@dataclass
+class Settings:
+    """Global options of one invocation."""
+
+    store: str | None = None
+    keks: list[str] = field(default_factory=list)
+    config: str | None = None
+    as_json: bool = False
+    no_read_audit: bool = False
+
+
+pass_settings = click.make_pass_decorator(Settings, ensure=True)
+
+
+def _code_for(exc: BaseException) -> str:
+    if isinstance(exc, SecretNotFound):
+        return "not_found"
+    if isinstance(exc, (SecretExpired, SecretDisabled)):
+        return "denied"
+    if isinstance(exc, IntegrityError):
+        return "integrity"
+    if isinstance(exc, KeyUnavailable):
+        return "key_unavailable"
+    if isinstance(exc, (ConfigError, PluginError)):
+        return "config"
+    if isinstance(exc, ProviderError):
+        return "provider"
+    if isinstance(exc, (StorageError, ConflictError)):
+        return "storage"
+    return "error"
+
+
+@contextmanager
+def open_cli_store(settings: Settings) -> Iterator[Any]:
+    """Open the store named by the global options (or the environment/config)."""
+    from kmsbox.store.config import open_store
+
+    store = open_store(
+        settings.store,
+        settings.keks or None,
+        config_file=settings.config,
+        audit_reads=False if settings.no_read_audit else None,
+    )
+    try:
+        yield store
+    finally:
+        store.close()
+
+
+class KmsboxGroup(click.Group):
+    """A group that turns kmsbox errors into one line and an exit code."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        from kmsbox.cli.output import EXIT_CODES, err_console
+
+        try:
+            return super().invoke(ctx)
+        except KmsboxError as exc:
+            err_console.print(f"kmsbox: error: {exc}", markup=False)
+            sys.exit(EXIT_CODES[_code_for(exc)])
+        except ValueError as exc:
+            err_console.print(f"kmsbox: error: {exc}", markup=False)
+            sys.exit(EXIT_CODES["usage"])
+
+
+@click.group(cls=KmsboxGroup)
+@click.option("--store", "store", metavar="URL", help="Storage URL (default: $KMSBOX_STORE or kmsbox.toml).")
+@click.option("--kek", "keks", metavar="URI", multiple=True, help="KEK URI; repeat for escrow KEKs (default: $KMSBOX_KEK).")
+@click.option("--config", "config", metavar="FILE", help="Config file (default: ./kmsbox.toml or $KMSBOX_CONFIG).")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable JSON output.")
+@click.option("--no-read-audit", is_flag=True, help="Do not record successful reads in the audit log.")
+@click.version_option(package_name="kmsbox")
+@click.pass_context
+def cli(ctx: click.Context, store: str | None, keks: tuple[str, ...], config: str | None, as_json: bool, no_read_audit: bool) -> None:
+    """kmsbox: envelope encryption and a secret store over pluggable KMS providers."""
+    ctx.obj = Settings(store, list(keks), config, as_json, no_read_audit)
+
+
+_loaded = False
+
+
+def get_cli() -> click.Group:
+    """The group with every built-in and plugin command loaded (once)."""
+    global _loaded
+    if not _loaded:
+        _loaded = True
+        _load_commands()
+    return cli
+
+
+def _load_commands() -> None:
+    from kmsbox.cli import audit, demo, engine, fake_kms, keys, lifecycle, plugins, secrets
+
+    for module in (secrets, audit, keys, engine, plugins, demo, fake_kms, lifecycle):
+        module.register(cli)
+    from kmsbox.plugins import get_plugin_manager
+
+    get_plugin_manager().hook.register_commands(cli=cli)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    from kmsbox.cli.output import EXIT_CODES, err_console
+
+    try:
+        group = get_cli()
+    except KmsboxError as exc:
+        err_console.print(f"kmsbox: error: {exc}", markup=False)
+        sys.exit(EXIT_CODES[_code_for(exc)])
+    group(prog_name="kmsbox")

@@ -1,0 +1,61 @@
+"""Output helpers: rich tables for people, JSON for scripts, one-line errors."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+__all__ = ["EXIT_CODES", "console", "emit_json", "err_console", "fmt_time", "table"]
+
+console = Console(highlight=False)
+err_console = Console(stderr=True, highlight=False)
+
+#: Exit codes of the kmsbox command (also documented in docs/cli.md).
+EXIT_CODES = {
+    "ok": 0,
+    "error": 1,
+    "usage": 2,
+    "not_found": 3,
+    "denied": 4,
+    "integrity": 5,
+    "key_unavailable": 6,
+    "config": 7,
+    "provider": 8,
+    "storage": 9,
+    "verify_failed": 10,
+}
+
+
+def emit_json(data: Any) -> None:
+    """Print ``data`` as JSON on stdout."""
+    click.echo(json.dumps(data, indent=2, sort_keys=True, default=str))
+
+
+def fmt_time(ts: float | None) -> str:
+    """A UTC timestamp for tables, or '-'."""
+    if ts is None:
+        return "-"
+    return _dt.datetime.fromtimestamp(ts, _dt.UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def table(title: str | None, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+    """Print a rich table."""
+    t = Table(title=title)
+    for column in columns:
+        t.add_column(column)
+    for row in rows:
+        t.add_row(*["-" if v is None else str(v) for v in row])
+    console.print(t)
+
+
+def fail(message: str, code: str) -> None:
+    """Print one error line and exit with the named code."""
+    err_console.print(f"kmsbox: error: {message}", markup=False)
+    sys.exit(EXIT_CODES[code])

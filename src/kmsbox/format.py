@@ -1,0 +1,264 @@
+"""The only module that encodes or parses kmsbox's stored bytes.
+
+Specified in ``docs/format.md``. Every blob starts with the magic ``KB``, a format
+version byte and a kind byte. Parsing is strict: anything malformed raises
+:class:`~kmsbox.errors.IntegrityError`, whose message never says which byte was
+wrong. Also here: the canonical encoding of contexts used as associated data.
+"""
+
+from __future__ import annotations
+
+import struct
+import zlib
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from kmsbox._crypto import KEY_SIZE, NONCE_SIZE, TAG_SIZE
+from kmsbox.errors import IntegrityError
+
+__all__ = [
+    "FORMAT_VERSION",
+    "KIND_LOCAL_WRAP",
+    "KIND_MESSAGE",
+    "KIND_SECRET",
+    "MAGIC",
+    "SECRET_OVERHEAD",
+    "MessageEnvelope",
+    "SecretEnvelope",
+    "audit_key_context",
+    "dek_aad",
+    "encode_audit_record",
+    "encode_context",
+    "encode_local_wrap",
+    "encode_message_header",
+    "encode_secret",
+    "namespace_key_context",
+    "parse_local_wrap",
+    "parse_message",
+    "parse_secret",
+    "value_aad",
+]
+
+MAGIC = b"KB"
+FORMAT_VERSION = 1
+KIND_MESSAGE = 0x01
+KIND_SECRET = 0x02
+KIND_LOCAL_WRAP = 0x03
+
+_WRAPPED_DEK_SIZE = KEY_SIZE + TAG_SIZE
+_SECRET_HEAD = struct.Struct(">2sBBI")  # magic, version, kind, namespace-key version
+_CRC = struct.Struct(">I")
+#: Bytes a stored secret adds to its value: header and its CRC, wrapped DEK with nonce, value nonce, tag.
+SECRET_OVERHEAD = _SECRET_HEAD.size + _CRC.size + NONCE_SIZE + _WRAPPED_DEK_SIZE + NONCE_SIZE + TAG_SIZE
+_MAX_CONTEXT_ITEM = 0xFFFF
+
+
+def _fail() -> IntegrityError:
+    return IntegrityError("malformed or unauthentic ciphertext")
+
+
+def encode_context(context: Mapping[str, str] | None) -> bytes:
+    """Canonical bytes of a context: entries sorted by key, each length-prefixed.
+
+    Raises ``TypeError`` for non-string keys or values and ``ValueError`` for an
+    item longer than 65,535 bytes.
+    """
+    if not context:
+        return b"\x00\x00"
+    parts = [struct.pack(">H", len(context))]
+    for key in sorted(context):
+        value = context[key]
+        if not isinstance(key, str) or not isinstance(value, str):
+            raise TypeError("context keys and values must be str")
+        kb, vb = key.encode("utf-8"), value.encode("utf-8")
+        if len(kb) > _MAX_CONTEXT_ITEM or len(vb) > _MAX_CONTEXT_ITEM:
+            raise ValueError("a context key or value is longer than 65535 bytes")
+        parts.append(struct.pack(">H", len(kb)) + kb + struct.pack(">H", len(vb)) + vb)
+    return b"".join(parts)
+
+
+def namespace_key_context(namespace: str, version: int) -> dict[str, str]:
+    """The context a namespace key is wrapped under by a KEK."""
+    return {"kmsbox:purpose": "namespace-key", "kmsbox:namespace": namespace, "kmsbox:key-version": str(version)}
+
+
+def audit_key_context(version: int) -> dict[str, str]:
+    """The context the audit HMAC key is wrapped under by a KEK."""
+    return {"kmsbox:purpose": "audit-key", "kmsbox:key-version": str(version)}
+
+
+def dek_aad(namespace: str, name: str, secret_version: int, namespace_key_version: int) -> bytes:
+    """Associated data binding a wrapped DEK to its row and namespace-key version."""
+    return b"KB\x01dek" + encode_context(
+        {"ns": namespace, "name": name, "v": str(secret_version), "nkv": str(namespace_key_version)}
+    )
+
+
+def value_aad(namespace: str, name: str, secret_version: int) -> bytes:
+    """Associated data binding a value ciphertext to its namespace, name and version.
+
+    The namespace-key version is deliberately absent: rotating a namespace key
+    rewraps the DEK without touching the value ciphertext. The DEK itself, bound
+    by :func:`dek_aad`, is the value's key reference.
+    """
+    return b"KB\x01val" + encode_context({"ns": namespace, "name": name, "v": str(secret_version)})
+
+
+# --- standalone engine messages ---------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class MessageEnvelope:
+    """A parsed engine message. ``header`` is the AAD prefix of the ciphertext."""
+
+    kek_version: str
+    wrapped_key: bytes
+    nonce: bytes
+    ciphertext: bytes
+    header: bytes
+
+    def __repr__(self) -> str:
+        return (
+            f"MessageEnvelope(kek_version={self.kek_version!r}, wrapped_key=<{len(self.wrapped_key)} bytes>, "
+            f"ciphertext=<{len(self.ciphertext)} bytes>)"
+        )
+
+
+def encode_message_header(kek_version: str, wrapped_key: bytes) -> bytes:
+    """Header of an engine message: magic, version, kind, KEK version, wrapped data key."""
+    vb = kek_version.encode("ascii")
+    if not 0 < len(vb) <= 0xFF or not 0 < len(wrapped_key) <= 0xFFFF:
+        raise ValueError("KEK version or wrapped key has an unsupported length")
+    head = MAGIC + bytes((FORMAT_VERSION, KIND_MESSAGE, len(vb))) + vb + struct.pack(">H", len(wrapped_key)) + wrapped_key
+    # The CRC tells a corrupted header (IntegrityError) from a real missing KEK version.
+    return head + _CRC.pack(zlib.crc32(head))
+
+
+def parse_message(blob: bytes) -> MessageEnvelope:
+    """Parse an engine message; raise IntegrityError if it is malformed."""
+    if not isinstance(blob, (bytes, bytearray, memoryview)):
+        raise _fail()
+    blob = bytes(blob)
+    if len(blob) < 5 or blob[:2] != MAGIC or blob[2] != FORMAT_VERSION or blob[3] != KIND_MESSAGE:
+        raise _fail()
+    vlen = blob[4]
+    pos = 5 + vlen
+    if vlen == 0 or len(blob) < pos + 2:
+        raise _fail()
+    try:
+        kek_version = blob[5:pos].decode("ascii")
+    except UnicodeDecodeError:
+        raise _fail() from None
+    (wlen,) = struct.unpack_from(">H", blob, pos)
+    pos += 2
+    if wlen == 0 or len(blob) < pos + wlen + _CRC.size + NONCE_SIZE + TAG_SIZE:
+        raise _fail()
+    wrapped = blob[pos : pos + wlen]
+    pos += wlen
+    if _CRC.unpack_from(blob, pos)[0] != zlib.crc32(blob[:pos]):
+        raise _fail()
+    pos += _CRC.size
+    return MessageEnvelope(
+        kek_version=kek_version,
+        wrapped_key=wrapped,
+        nonce=blob[pos : pos + NONCE_SIZE],
+        ciphertext=blob[pos + NONCE_SIZE :],
+        header=blob[:pos],
+    )
+
+
+# --- stored secret values -----------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class SecretEnvelope:
+    """A parsed stored secret value (everything but the keys needed to open it)."""
+
+    namespace_key_version: int
+    dek_nonce: bytes
+    wrapped_dek: bytes
+    nonce: bytes
+    ciphertext: bytes
+
+    def __repr__(self) -> str:
+        return (
+            f"SecretEnvelope(namespace_key_version={self.namespace_key_version}, "
+            f"ciphertext=<{len(self.ciphertext)} bytes>)"
+        )
+
+
+def encode_secret(
+    namespace_key_version: int, dek_nonce: bytes, wrapped_dek: bytes, nonce: bytes, ciphertext: bytes
+) -> bytes:
+    """Encode a stored secret value."""
+    if (
+        not 0 < namespace_key_version <= 0xFFFFFFFF
+        or len(dek_nonce) != NONCE_SIZE
+        or len(wrapped_dek) != _WRAPPED_DEK_SIZE
+        or len(nonce) != NONCE_SIZE
+        or len(ciphertext) < TAG_SIZE
+    ):
+        raise ValueError("secret envelope fields have unsupported sizes")
+    head = _SECRET_HEAD.pack(MAGIC, FORMAT_VERSION, KIND_SECRET, namespace_key_version)
+    return (
+        head
+        + _CRC.pack(zlib.crc32(head))
+        + dek_nonce
+        + wrapped_dek
+        + nonce
+        + ciphertext
+    )
+
+
+def parse_secret(blob: bytes) -> SecretEnvelope:
+    """Parse a stored secret value; raise IntegrityError if it is malformed."""
+    if not isinstance(blob, (bytes, bytearray, memoryview)):
+        raise _fail()
+    blob = bytes(blob)
+    if len(blob) < SECRET_OVERHEAD:
+        raise _fail()
+    magic, version, kind, nkv = _SECRET_HEAD.unpack_from(blob)
+    if magic != MAGIC or version != FORMAT_VERSION or kind != KIND_SECRET or nkv == 0:
+        raise _fail()
+    pos = _SECRET_HEAD.size
+    if _CRC.unpack_from(blob, pos)[0] != zlib.crc32(blob[:pos]):
+        raise _fail()
+    pos += _CRC.size
+    dek_nonce = blob[pos : pos + NONCE_SIZE]
+    pos += NONCE_SIZE
+    wrapped = blob[pos : pos + _WRAPPED_DEK_SIZE]
+    pos += _WRAPPED_DEK_SIZE
+    return SecretEnvelope(nkv, dek_nonce, wrapped, blob[pos : pos + NONCE_SIZE], blob[pos + NONCE_SIZE :])
+
+
+def secret_namespace_key_version(blob: bytes) -> int:
+    """The namespace-key version of a stored secret, read from its header only."""
+    return parse_secret(blob).namespace_key_version
+
+
+# --- keys wrapped by the local KEK provider -------------------------------------------
+
+
+def encode_local_wrap(nonce: bytes, ciphertext: bytes) -> bytes:
+    """Encode a key wrapped by a local KEK: magic, version, kind, nonce, ciphertext."""
+    if len(nonce) != NONCE_SIZE or len(ciphertext) < TAG_SIZE:
+        raise ValueError("local wrap fields have unsupported sizes")
+    return MAGIC + bytes((FORMAT_VERSION, KIND_LOCAL_WRAP)) + nonce + ciphertext
+
+
+def parse_local_wrap(blob: bytes) -> tuple[bytes, bytes]:
+    """Return ``(nonce, ciphertext)`` of a local wrap; IntegrityError if malformed."""
+    if not isinstance(blob, (bytes, bytearray, memoryview)):
+        raise _fail()
+    blob = bytes(blob)
+    if len(blob) < 4 + NONCE_SIZE + TAG_SIZE or blob[:4] != MAGIC + bytes((FORMAT_VERSION, KIND_LOCAL_WRAP)):
+        raise _fail()
+    return blob[4 : 4 + NONCE_SIZE], blob[4 + NONCE_SIZE :]
+
+
+# --- audit events ---------------------------------------------------------------------
+
+
+def encode_audit_record(fields: Mapping[str, str]) -> bytes:
+    """Canonical bytes of one audit event, the input of its chain MAC."""
+    return b"KB\x01audit" + encode_context(fields)

@@ -1,0 +1,149 @@
+"""Namespace keys, DEKs and the bounded key cache.
+
+A DEK (32 random bytes, one per secret version) encrypts a value and is wrapped
+by its namespace key; the namespace key is wrapped by the KEK elsewhere. Rotating
+a namespace key rewraps DEKs with :func:`rewrap_secret` without touching the value
+ciphertext.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Hashable
+from dataclasses import dataclass
+from typing import Generic, TypeVar
+
+from kmsbox import format as fmt
+from kmsbox._crypto import Aead, random_key
+
+__all__ = ["CacheStats", "KeyCache", "open_secret", "rewrap_secret", "seal_secret"]
+
+V = TypeVar("V")
+
+
+@dataclass
+class CacheStats:
+    """Counters of a :class:`KeyCache`."""
+
+    hits: int = 0
+    misses: int = 0
+    evictions: int = 0
+
+
+@dataclass
+class _Entry(Generic[V]):
+    value: V
+    created: float
+    uses: int = 0
+
+
+class KeyCache(Generic[V]):
+    """An LRU cache of unwrapped keys, bounded by age, uses per entry and entries.
+
+    ``max_age`` is in seconds; an entry older than it, or used ``max_uses`` times,
+    is dropped and the next lookup misses (and so calls the KEK again). Thread-safe.
+    """
+
+    def __init__(
+        self,
+        *,
+        max_age: float = 300.0,
+        max_uses: int = 1 << 24,
+        max_entries: int = 1024,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if max_age <= 0 or max_uses <= 0 or max_entries <= 0:
+            raise ValueError("key cache bounds must be positive")
+        self.max_age = max_age
+        self.max_uses = max_uses
+        self.max_entries = max_entries
+        self._clock = clock
+        self._entries: OrderedDict[Hashable, _Entry[V]] = OrderedDict()
+        self._lock = threading.Lock()
+        self.stats = CacheStats()
+
+    def __repr__(self) -> str:
+        return f"KeyCache(entries={len(self._entries)}, max_age={self.max_age}, max_uses={self.max_uses}, max_entries={self.max_entries})"
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def get(self, key: Hashable) -> V | None:
+        """Return the cached value and count one use, or None on a miss."""
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is None:
+                self.stats.misses += 1
+                return None
+            if entry.uses >= self.max_uses or self._clock() - entry.created >= self.max_age:
+                del self._entries[key]
+                self.stats.evictions += 1
+                self.stats.misses += 1
+                return None
+            entry.uses += 1
+            self._entries.move_to_end(key)
+            self.stats.hits += 1
+            return entry.value
+
+    def put(self, key: Hashable, value: V) -> V:
+        """Cache ``value`` under ``key`` (evicting the least recently used if full)."""
+        with self._lock:
+            self._entries[key] = _Entry(value, self._clock())
+            self._entries.move_to_end(key)
+            while len(self._entries) > self.max_entries:
+                self._entries.popitem(last=False)
+                self.stats.evictions += 1
+        return value
+
+    def invalidate(self, key: Hashable) -> None:
+        """Drop one entry."""
+        with self._lock:
+            self._entries.pop(key, None)
+
+    def clear(self) -> None:
+        """Drop every entry."""
+        with self._lock:
+            self._entries.clear()
+
+
+def seal_secret(
+    namespace_key: Aead, namespace_key_version: int, namespace: str, name: str, secret_version: int, value: bytes
+) -> bytes:
+    """Encrypt ``value`` under a fresh DEK wrapped by the namespace key; return the stored blob."""
+    dek = random_key()
+    dek_nonce, wrapped_dek = namespace_key.seal(dek, fmt.dek_aad(namespace, name, secret_version, namespace_key_version))
+    nonce, ciphertext = Aead(dek).seal(value, fmt.value_aad(namespace, name, secret_version))
+    return fmt.encode_secret(namespace_key_version, dek_nonce, wrapped_dek, nonce, ciphertext)
+
+
+def open_secret(
+    blob: bytes, namespace_key_for: Callable[[int], Aead], namespace: str, name: str, secret_version: int
+) -> bytes:
+    """Decrypt a stored blob. ``namespace_key_for(version)`` supplies the namespace key.
+
+    Raises IntegrityError for anything malformed, moved or altered.
+    """
+    env = fmt.parse_secret(blob)
+    namespace_key = namespace_key_for(env.namespace_key_version)
+    dek = namespace_key.open(
+        env.dek_nonce, env.wrapped_dek, fmt.dek_aad(namespace, name, secret_version, env.namespace_key_version)
+    )
+    return Aead(dek).open(env.nonce, env.ciphertext, fmt.value_aad(namespace, name, secret_version))
+
+
+def rewrap_secret(
+    blob: bytes,
+    old_key: Aead,
+    new_key: Aead,
+    new_version: int,
+    namespace: str,
+    name: str,
+    secret_version: int,
+) -> bytes:
+    """Move a stored blob's DEK to another namespace-key version; the value ciphertext is kept."""
+    env = fmt.parse_secret(blob)
+    dek = old_key.open(env.dek_nonce, env.wrapped_dek, fmt.dek_aad(namespace, name, secret_version, env.namespace_key_version))
+    dek_nonce, wrapped = new_key.seal(dek, fmt.dek_aad(namespace, name, secret_version, new_version))
+    return fmt.encode_secret(new_version, dek_nonce, wrapped, env.nonce, env.ciphertext)

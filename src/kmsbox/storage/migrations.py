@@ -1,0 +1,91 @@
+"""The versioned schema migrations, shared by every SQL backend.
+
+Each entry is applied once, in order, inside a transaction; the applied version
+is recorded in ``kmsbox_meta``. Type names are dialect placeholders:
+``{blob}``, ``{real}`` and ``{bigint}``. Append new migrations; never edit one
+that has shipped.
+"""
+
+from __future__ import annotations
+
+__all__ = ["MIGRATIONS", "SCHEMA_VERSION"]
+
+MIGRATIONS: list[list[str]] = [
+    # 1: secrets, versions, namespace keys, audit chain, jobs
+    [
+        """CREATE TABLE kmsbox_secrets (
+            namespace TEXT NOT NULL,
+            name TEXT NOT NULL,
+            version {bigint} NOT NULL,
+            status TEXT NOT NULL,
+            created_at {real} NOT NULL,
+            updated_at {real} NOT NULL,
+            expires_at {real},
+            category TEXT,
+            description TEXT,
+            labels TEXT NOT NULL,
+            access_count {bigint} NOT NULL DEFAULT 0,
+            last_accessed_at {real},
+            row_version {bigint} NOT NULL,
+            PRIMARY KEY (namespace, name)
+        )""",
+        "CREATE INDEX kmsbox_secrets_expiry ON kmsbox_secrets (expires_at)",
+        """CREATE TABLE kmsbox_secret_versions (
+            namespace TEXT NOT NULL,
+            name TEXT NOT NULL,
+            version {bigint} NOT NULL,
+            blob {blob} NOT NULL,
+            namespace_key_version {bigint} NOT NULL,
+            created_at {real} NOT NULL,
+            PRIMARY KEY (namespace, name, version)
+        )""",
+        "CREATE INDEX kmsbox_versions_by_key ON kmsbox_secret_versions (namespace, namespace_key_version, name, version)",
+        """CREATE TABLE kmsbox_namespace_keys (
+            namespace TEXT NOT NULL,
+            version {bigint} NOT NULL,
+            status TEXT NOT NULL,
+            created_at {real} NOT NULL,
+            updated_at {real} NOT NULL,
+            PRIMARY KEY (namespace, version)
+        )""",
+        """CREATE TABLE kmsbox_namespace_key_wraps (
+            namespace TEXT NOT NULL,
+            version {bigint} NOT NULL,
+            kek_uri TEXT NOT NULL,
+            kek_version TEXT NOT NULL,
+            ciphertext {blob} NOT NULL,
+            created_at {real} NOT NULL,
+            PRIMARY KEY (namespace, version, kek_uri)
+        )""",
+        """CREATE TABLE kmsbox_audit_events (
+            seq {bigint} PRIMARY KEY,
+            time {real} NOT NULL,
+            namespace TEXT,
+            name TEXT,
+            secret_version {bigint},
+            action TEXT NOT NULL,
+            result TEXT NOT NULL,
+            actor TEXT,
+            context TEXT NOT NULL,
+            detail TEXT NOT NULL,
+            audit_key_version {bigint} NOT NULL,
+            mac {blob} NOT NULL
+        )""",
+        "CREATE INDEX kmsbox_audit_by_name ON kmsbox_audit_events (namespace, name, seq)",
+        """CREATE TABLE kmsbox_audit_head (
+            id INTEGER PRIMARY KEY,
+            seq {bigint} NOT NULL,
+            mac {blob} NOT NULL
+        )""",
+        "INSERT INTO kmsbox_audit_head (id, seq, mac) VALUES (1, 0, {empty_blob})",
+        """CREATE TABLE kmsbox_jobs (
+            job_id TEXT PRIMARY KEY,
+            kind TEXT NOT NULL,
+            state TEXT NOT NULL,
+            updated_at {real} NOT NULL
+        )""",
+    ],
+]
+
+#: The schema version this code writes and understands.
+SCHEMA_VERSION = len(MIGRATIONS)

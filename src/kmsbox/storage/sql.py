@@ -1,0 +1,606 @@
+"""Shared SQL for the relational backends (SQLite, memory, PostgreSQL).
+
+A backend supplies a :class:`Dialect` and connections; :class:`SqlTransaction`
+holds every statement, written once with ``?`` placeholders.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+from kmsbox.errors import ConfigError, ConflictError, StorageError
+from kmsbox.kek import WrappedKey
+from kmsbox.storage.base import (
+    AuditFilter,
+    AuditRow,
+    JobRow,
+    NamespaceKeyRow,
+    SecretRow,
+    SecretVersionRow,
+)
+from kmsbox.storage.migrations import MIGRATIONS, SCHEMA_VERSION
+
+__all__ = ["Dialect", "SqlBackend", "SqlTransaction"]
+
+_SECRET_COLUMNS = (
+    "namespace, name, version, status, created_at, updated_at, expires_at, category, description, labels, "
+    "access_count, last_accessed_at, row_version"
+)
+_VERSION_META = "namespace, name, version, namespace_key_version, created_at"
+_AUDIT_COLUMNS = (
+    "seq, time, namespace, name, secret_version, action, result, actor, context, detail, audit_key_version, mac"
+)
+
+
+@dataclass(frozen=True)
+class Dialect:
+    """What differs between SQL engines."""
+
+    name: str
+    placeholder: str = "?"
+    blob: str = "BLOB"
+    real: str = "REAL"
+    bigint: str = "INTEGER"
+    empty_blob: str = "X''"
+    for_update: str = ""
+    is_conflict: Callable[[BaseException], bool] = field(default=lambda exc: False)
+    _cache: dict[str, str] = field(default_factory=dict, compare=False, repr=False)
+
+    def sql(self, text: str) -> str:
+        """Rewrite ``?`` placeholders for this engine (cached)."""
+        out = self._cache.get(text)
+        if out is None:
+            out = text if self.placeholder == "?" else text.replace("?", self.placeholder)
+            self._cache[text] = out
+        return out
+
+    def ddl(self, text: str) -> str:
+        """Fill the type placeholders of a migration statement."""
+        return text.format(blob=self.blob, real=self.real, bigint=self.bigint, empty_blob=self.empty_blob)
+
+
+def _secret(row: Any) -> SecretRow:
+    return SecretRow(
+        namespace=row[0],
+        name=row[1],
+        version=int(row[2]),
+        status=row[3],
+        created_at=float(row[4]),
+        updated_at=float(row[5]),
+        expires_at=None if row[6] is None else float(row[6]),
+        category=row[7],
+        description=row[8],
+        labels=json.loads(row[9]),
+        access_count=int(row[10]),
+        last_accessed_at=None if row[11] is None else float(row[11]),
+        row_version=int(row[12]),
+    )
+
+
+def _version(row: Any, blob: Any = b"") -> SecretVersionRow:
+    return SecretVersionRow(row[0], row[1], int(row[2]), bytes(blob), int(row[3]), float(row[4]))
+
+
+def _audit(row: Any) -> AuditRow:
+    return AuditRow(
+        seq=int(row[0]),
+        time=float(row[1]),
+        namespace=row[2],
+        name=row[3],
+        secret_version=None if row[4] is None else int(row[4]),
+        action=row[5],
+        result=row[6],
+        actor=row[7],
+        context=json.loads(row[8]),
+        detail=json.loads(row[9]),
+        audit_key_version=int(row[10]),
+        mac=bytes(row[11]),
+    )
+
+
+class SqlTransaction:
+    """Every statement kmsbox runs, over one DB-API cursor inside a transaction."""
+
+    def __init__(self, cursor: Any, dialect: Dialect) -> None:
+        self._cur = cursor
+        self._d = dialect
+
+    def _q(self, sql: str, params: tuple[Any, ...] = ()) -> Any:
+        self._cur.execute(self._d.sql(sql), params)
+        return self._cur
+
+    def _insert(self, sql: str, params: tuple[Any, ...], what: str) -> None:
+        try:
+            self._q(sql, params)
+        except Exception as exc:
+            if self._d.is_conflict(exc):
+                raise ConflictError(f"{what} already exists") from exc
+            raise
+
+    # --- secrets -----------------------------------------------------------------------
+
+    def get_secret(self, namespace: str, name: str, *, for_update: bool = False) -> SecretRow | None:
+        """The metadata row, locked when asked (where the engine has row locks)."""
+        suffix = self._d.for_update if for_update else ""
+        row = self._q(
+            f"SELECT {_SECRET_COLUMNS} FROM kmsbox_secrets WHERE namespace = ? AND name = ?{suffix}", (namespace, name)
+        ).fetchone()
+        return None if row is None else _secret(row)
+
+    def get_secret_with_blob(
+        self, namespace: str, name: str, version: int | None
+    ) -> tuple[SecretRow, SecretVersionRow | None] | None:
+        """Metadata and one version in one statement."""
+        cols = ", ".join(f"s.{c.strip()}" for c in _SECRET_COLUMNS.split(","))
+        version_expr = "s.version" if version is None else "?"
+        params: tuple[Any, ...] = (namespace, name) if version is None else (version, namespace, name)
+        row = self._q(
+            f"SELECT {cols}, v.namespace_key_version, v.created_at, v.blob, v.version FROM kmsbox_secrets s "
+            f"LEFT JOIN kmsbox_secret_versions v ON v.namespace = s.namespace AND v.name = s.name "
+            f"AND v.version = {version_expr} WHERE s.namespace = ? AND s.name = ?",
+            params,
+        ).fetchone()
+        if row is None:
+            return None
+        secret = _secret(row[:13])
+        if row[15] is None:
+            return secret, None
+        return secret, SecretVersionRow(namespace, name, int(row[16]), bytes(row[15]), int(row[13]), float(row[14]))
+
+    def insert_secret(self, row: SecretRow) -> None:
+        """Insert a new secret row."""
+        self._insert(
+            f"INSERT INTO kmsbox_secrets ({_SECRET_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                row.namespace,
+                row.name,
+                row.version,
+                row.status,
+                row.created_at,
+                row.updated_at,
+                row.expires_at,
+                row.category,
+                row.description,
+                json.dumps(row.labels, sort_keys=True),
+                row.access_count,
+                row.last_accessed_at,
+                row.row_version,
+            ),
+            "secret",
+        )
+
+    def update_secret(self, row: SecretRow, expected_row_version: int) -> None:
+        """Compare-and-set on ``row_version``."""
+        cur = self._q(
+            "UPDATE kmsbox_secrets SET version = ?, status = ?, updated_at = ?, expires_at = ?, category = ?, "
+            "description = ?, labels = ?, access_count = ?, last_accessed_at = ?, row_version = ? "
+            "WHERE namespace = ? AND name = ? AND row_version = ?",
+            (
+                row.version,
+                row.status,
+                row.updated_at,
+                row.expires_at,
+                row.category,
+                row.description,
+                json.dumps(row.labels, sort_keys=True),
+                row.access_count,
+                row.last_accessed_at,
+                row.row_version,
+                row.namespace,
+                row.name,
+                expected_row_version,
+            ),
+        )
+        if cur.rowcount != 1:
+            raise ConflictError(f"secret {row.namespace}/{row.name} was changed by another writer")
+
+    def delete_secret(self, namespace: str, name: str) -> int:
+        """Delete a secret and its versions."""
+        count = self._q(
+            "DELETE FROM kmsbox_secret_versions WHERE namespace = ? AND name = ?", (namespace, name)
+        ).rowcount
+        self._q("DELETE FROM kmsbox_secrets WHERE namespace = ? AND name = ?", (namespace, name))
+        return int(count)
+
+    def insert_version(self, row: SecretVersionRow) -> None:
+        """Insert one secret version."""
+        self._insert(
+            "INSERT INTO kmsbox_secret_versions (namespace, name, version, blob, namespace_key_version, created_at) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            (row.namespace, row.name, row.version, row.blob, row.namespace_key_version, row.created_at),
+            "secret version",
+        )
+
+    def list_versions(self, namespace: str, name: str) -> list[SecretVersionRow]:
+        """Every version's metadata (no blob), oldest first."""
+        rows = self._q(
+            f"SELECT {_VERSION_META} FROM kmsbox_secret_versions WHERE namespace = ? AND name = ? ORDER BY version",
+            (namespace, name),
+        ).fetchall()
+        return [_version(r) for r in rows]
+
+    def update_version_blob(
+        self,
+        namespace: str,
+        name: str,
+        version: int,
+        blob: bytes,
+        namespace_key_version: int,
+        expected_namespace_key_version: int,
+    ) -> bool:
+        """Compare-and-set a version's blob on its namespace-key version."""
+        cur = self._q(
+            "UPDATE kmsbox_secret_versions SET blob = ?, namespace_key_version = ? "
+            "WHERE namespace = ? AND name = ? AND version = ? AND namespace_key_version = ?",
+            (blob, namespace_key_version, namespace, name, version, expected_namespace_key_version),
+        )
+        return bool(cur.rowcount == 1)
+
+    def record_access(self, namespace: str, name: str, count: int, at: float) -> None:
+        """Count reads."""
+        self._q(
+            "UPDATE kmsbox_secrets SET access_count = access_count + ?, last_accessed_at = ? "
+            "WHERE namespace = ? AND name = ?",
+            (count, at, namespace, name),
+        )
+
+    def list_secrets(
+        self, namespace: str, *, category: str | None, label: tuple[str, str] | None, after: str | None, limit: int
+    ) -> list[SecretRow]:
+        """A page by name; label filtering happens here so pages stay full."""
+        out: list[SecretRow] = []
+        cursor = after or ""
+        while len(out) < limit:
+            sql = f"SELECT {_SECRET_COLUMNS} FROM kmsbox_secrets WHERE namespace = ? AND name > ?"
+            params: list[Any] = [namespace, cursor]
+            if category is not None:
+                sql += " AND category = ?"
+                params.append(category)
+            sql += " ORDER BY name LIMIT ?"
+            params.append(limit)
+            rows = [_secret(r) for r in self._q(sql, tuple(params)).fetchall()]
+            if not rows:
+                break
+            for row in rows:
+                if label is None or row.labels.get(label[0]) == label[1]:
+                    out.append(row)
+                    if len(out) == limit:
+                        break
+            cursor = rows[-1].name
+            if len(rows) < limit:
+                break
+        return out
+
+    def expired_secrets(self, before: float, limit: int) -> list[SecretRow]:
+        """A batch of secrets that expired before ``before``."""
+        rows = self._q(
+            f"SELECT {_SECRET_COLUMNS} FROM kmsbox_secrets WHERE expires_at IS NOT NULL AND expires_at < ? "
+            "ORDER BY expires_at LIMIT ?",
+            (before, limit),
+        ).fetchall()
+        return [_secret(r) for r in rows]
+
+    def namespaces(self) -> list[str]:
+        """Namespaces with keys (every namespace with a secret has a key)."""
+        rows = self._q("SELECT DISTINCT namespace FROM kmsbox_namespace_keys ORDER BY namespace").fetchall()
+        return [r[0] for r in rows]
+
+    def versions_under_key(
+        self, namespace: str, namespace_key_version: int, after: tuple[str, int] | None, limit: int
+    ) -> list[SecretVersionRow]:
+        """A batch of versions under one namespace-key version, with blobs."""
+        name, version = after or ("", 0)
+        rows = self._q(
+            f"SELECT {_VERSION_META}, blob FROM kmsbox_secret_versions WHERE namespace = ? AND namespace_key_version = ? "
+            "AND (name > ? OR (name = ? AND version > ?)) ORDER BY name, version LIMIT ?",
+            (namespace, namespace_key_version, name, name, version, limit),
+        ).fetchall()
+        return [_version(r, r[5]) for r in rows]
+
+    def versions_in_namespace(
+        self, namespace: str, after: tuple[str, int] | None, limit: int
+    ) -> list[SecretVersionRow]:
+        """A batch of every version of a namespace, with blobs."""
+        name, version = after or ("", 0)
+        rows = self._q(
+            f"SELECT {_VERSION_META}, blob FROM kmsbox_secret_versions WHERE namespace = ? "
+            "AND (name > ? OR (name = ? AND version > ?)) ORDER BY name, version LIMIT ?",
+            (namespace, name, name, version, limit),
+        ).fetchall()
+        return [_version(r, r[5]) for r in rows]
+
+    def count_versions_by_key(self, namespace: str) -> dict[int, int]:
+        """Versions per namespace-key version."""
+        rows = self._q(
+            "SELECT namespace_key_version, COUNT(*) FROM kmsbox_secret_versions WHERE namespace = ? "
+            "GROUP BY namespace_key_version",
+            (namespace,),
+        ).fetchall()
+        return {int(r[0]): int(r[1]) for r in rows}
+
+    # --- namespace keys ----------------------------------------------------------------
+
+    def namespace_keys(self, namespace: str) -> list[NamespaceKeyRow]:
+        """Key versions with their wraps."""
+        keys = {
+            int(r[0]): NamespaceKeyRow(namespace, int(r[0]), r[1], float(r[2]), float(r[3]))
+            for r in self._q(
+                "SELECT version, status, created_at, updated_at FROM kmsbox_namespace_keys WHERE namespace = ? "
+                "ORDER BY version",
+                (namespace,),
+            ).fetchall()
+        }
+        for r in self._q(
+            "SELECT version, kek_uri, kek_version, ciphertext FROM kmsbox_namespace_key_wraps WHERE namespace = ? "
+            "ORDER BY version, created_at, kek_uri",
+            (namespace,),
+        ).fetchall():
+            if int(r[0]) in keys:
+                keys[int(r[0])].wraps.append(WrappedKey(r[1], r[2], bytes(r[3])))
+        return list(keys.values())
+
+    def insert_namespace_key(self, row: NamespaceKeyRow) -> None:
+        """A new key version and its wraps."""
+        self._insert(
+            "INSERT INTO kmsbox_namespace_keys (namespace, version, status, created_at, updated_at) VALUES (?, ?, ?, ?, ?)",
+            (row.namespace, row.version, row.status, row.created_at, row.updated_at),
+            "namespace key version",
+        )
+        for wrapped in row.wraps:
+            self.put_wrap(row.namespace, row.version, wrapped, row.created_at)
+
+    def set_namespace_key_status(self, namespace: str, version: int, status: str, at: float) -> None:
+        """Change a key version's status."""
+        self._q(
+            "UPDATE kmsbox_namespace_keys SET status = ?, updated_at = ? WHERE namespace = ? AND version = ?",
+            (status, at, namespace, version),
+        )
+
+    def put_wrap(self, namespace: str, version: int, wrapped: WrappedKey, at: float) -> None:
+        """Upsert the wrap under one KEK."""
+        self._q(
+            "DELETE FROM kmsbox_namespace_key_wraps WHERE namespace = ? AND version = ? AND kek_uri = ?",
+            (namespace, version, wrapped.kek_uri),
+        )
+        self._q(
+            "INSERT INTO kmsbox_namespace_key_wraps (namespace, version, kek_uri, kek_version, ciphertext, created_at) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            (namespace, version, wrapped.kek_uri, wrapped.key_version, wrapped.ciphertext, at),
+        )
+
+    def delete_wrap(self, namespace: str, version: int, kek_uri: str) -> None:
+        """Remove one KEK's wrap."""
+        self._q(
+            "DELETE FROM kmsbox_namespace_key_wraps WHERE namespace = ? AND version = ? AND kek_uri = ?",
+            (namespace, version, kek_uri),
+        )
+
+    def delete_namespace_key(self, namespace: str, version: int) -> None:
+        """Remove a key version and its wraps."""
+        self._q("DELETE FROM kmsbox_namespace_key_wraps WHERE namespace = ? AND version = ?", (namespace, version))
+        self._q("DELETE FROM kmsbox_namespace_keys WHERE namespace = ? AND version = ?", (namespace, version))
+
+    # --- audit ---------------------------------------------------------------------------
+
+    def audit_head(self) -> tuple[int, bytes]:
+        """The chain head, locked until commit."""
+        row = self._q(f"SELECT seq, mac FROM kmsbox_audit_head WHERE id = 1{self._d.for_update}").fetchone()
+        if row is None:
+            raise StorageError("audit chain head row is missing")
+        return int(row[0]), bytes(row[1])
+
+    def append_audit(self, row: AuditRow) -> None:
+        """Insert an event and move the head."""
+        self._insert(
+            f"INSERT INTO kmsbox_audit_events ({_AUDIT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                row.seq,
+                row.time,
+                row.namespace,
+                row.name,
+                row.secret_version,
+                row.action,
+                row.result,
+                row.actor,
+                json.dumps(row.context, sort_keys=True),
+                json.dumps(row.detail, sort_keys=True),
+                row.audit_key_version,
+                row.mac,
+            ),
+            "audit event",
+        )
+        self._q("UPDATE kmsbox_audit_head SET seq = ?, mac = ? WHERE id = 1", (row.seq, row.mac))
+
+    def list_audit(self, filters: AuditFilter, after_seq: int, limit: int) -> list[AuditRow]:
+        """A filtered page of events."""
+        sql = f"SELECT {_AUDIT_COLUMNS} FROM kmsbox_audit_events WHERE seq > ?"
+        params: list[Any] = [after_seq]
+        for column, value in (
+            ("namespace", filters.namespace),
+            ("name", filters.name),
+            ("action", filters.action),
+            ("result", filters.result),
+        ):
+            if value is not None:
+                sql += f" AND {column} = ?"
+                params.append(value)
+        if filters.since is not None:
+            sql += " AND time >= ?"
+            params.append(filters.since)
+        if filters.until is not None:
+            sql += " AND time < ?"
+            params.append(filters.until)
+        sql += " ORDER BY seq LIMIT ?"
+        params.append(limit)
+        return [_audit(r) for r in self._q(sql, tuple(params)).fetchall()]
+
+    def audit_range(self, after_seq: int, limit: int) -> list[AuditRow]:
+        """Unfiltered events after ``after_seq``."""
+        return self.list_audit(AuditFilter(), after_seq, limit)
+
+    # --- jobs ------------------------------------------------------------------------------
+
+    def get_job(self, job_id: str) -> JobRow | None:
+        """A job checkpoint."""
+        r = self._q("SELECT job_id, kind, state, updated_at FROM kmsbox_jobs WHERE job_id = ?", (job_id,)).fetchone()
+        return None if r is None else JobRow(r[0], r[1], r[2], float(r[3]))
+
+    def put_job(self, row: JobRow) -> None:
+        """Upsert a checkpoint."""
+        self._q("DELETE FROM kmsbox_jobs WHERE job_id = ?", (row.job_id,))
+        self._q(
+            "INSERT INTO kmsbox_jobs (job_id, kind, state, updated_at) VALUES (?, ?, ?, ?)",
+            (row.job_id, row.kind, row.state, row.updated_at),
+        )
+
+    def delete_job(self, job_id: str) -> None:
+        """Forget a job."""
+        self._q("DELETE FROM kmsbox_jobs WHERE job_id = ?", (job_id,))
+
+    def list_jobs(self) -> list[JobRow]:
+        """Unfinished jobs."""
+        rows = self._q("SELECT job_id, kind, state, updated_at FROM kmsbox_jobs ORDER BY job_id").fetchall()
+        return [JobRow(r[0], r[1], r[2], float(r[3])) for r in rows]
+
+
+class SqlBackend(ABC):
+    """A backend over DB-API connections, one per thread, migrated on open.
+
+    Subclasses give the dialect, connect, begin/commit/rollback and classify
+    errors. Nested transactions in one thread are a programming error.
+    """
+
+    dialect: Dialect
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self._local = threading.local()
+        self._all_connections: list[Any] = []
+        self._conn_lock = threading.Lock()
+        self._closed = False
+        self._migrate()
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.describe()!r})"
+
+    @abstractmethod
+    def _connect(self) -> Any:
+        """Open a new connection."""
+
+    @abstractmethod
+    def _begin(self, conn: Any, write: bool) -> None:
+        """Start a transaction (taking the write lock for writes where needed)."""
+
+    def _commit(self, conn: Any) -> None:
+        conn.commit()
+
+    def _rollback(self, conn: Any) -> None:
+        conn.rollback()
+
+    def _lock_for_migration(self, tx: SqlTransaction) -> None:
+        """Serialise concurrent migrations (SQLite's write lock already does)."""
+
+    @abstractmethod
+    def _storage_error(self, exc: BaseException) -> StorageError | ConflictError | None:
+        """Map a driver exception to kmsbox's errors, or None if not a driver error."""
+
+    @abstractmethod
+    def describe(self) -> dict[str, str]:
+        """Backend kind and location."""
+
+    def _connection(self) -> Any:
+        if self._closed:
+            raise StorageError("storage backend is closed")
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            try:
+                conn = self._connect()
+            except StorageError:
+                raise
+            except Exception as exc:
+                mapped = self._storage_error(exc)
+                raise (mapped or StorageError("cannot connect to storage")) from exc
+            self._local.conn = conn
+            with self._conn_lock:
+                self._all_connections.append(conn)
+        return conn
+
+    @contextmanager
+    def _tx(self, write: bool) -> Iterator[SqlTransaction]:
+        if getattr(self._local, "active", False):
+            raise RuntimeError("nested kmsbox storage transactions are not supported")
+        conn = self._connection()
+        self._local.active = True
+        try:
+            try:
+                self._begin(conn, write)
+            except Exception as exc:
+                mapped = self._storage_error(exc)
+                if mapped is None:
+                    raise
+                raise mapped from exc
+            try:
+                yield SqlTransaction(conn.cursor(), self.dialect)
+                self._commit(conn)
+            except BaseException as exc:
+                try:
+                    self._rollback(conn)
+                except Exception:  # noqa: S110 - the original error matters more than a failed rollback
+                    pass
+                if isinstance(exc, Exception) and not isinstance(exc, (ConflictError, StorageError)):
+                    mapped = self._storage_error(exc)
+                    if mapped is not None:
+                        raise mapped from exc
+                raise
+        finally:
+            self._local.active = False
+
+    def transaction(self) -> Iterator[SqlTransaction]:  # type: ignore[misc]
+        """A write transaction (see StorageBackend)."""
+        return self._tx(True)  # type: ignore[return-value]
+
+    def read(self) -> Iterator[SqlTransaction]:  # type: ignore[misc]
+        """A read-only transaction."""
+        return self._tx(False)  # type: ignore[return-value]
+
+    def _migrate(self) -> None:
+        with self._tx(True) as tx:
+            self._lock_for_migration(tx)
+            tx._q("CREATE TABLE IF NOT EXISTS kmsbox_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+            row = tx._q("SELECT value FROM kmsbox_meta WHERE key = 'schema_version'").fetchone()
+            current = int(row[0]) if row else 0
+            if current > SCHEMA_VERSION:
+                raise ConfigError(
+                    f"storage {self.describe().get('location', '')} has schema version {current}, newer than this "
+                    f"kmsbox understands ({SCHEMA_VERSION}): upgrade kmsbox"
+                )
+            for number in range(current + 1, SCHEMA_VERSION + 1):
+                for statement in MIGRATIONS[number - 1]:
+                    tx._q(self.dialect.ddl(statement))
+            if current == 0:
+                tx._q("INSERT INTO kmsbox_meta (key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+            elif current < SCHEMA_VERSION:
+                tx._q("UPDATE kmsbox_meta SET value = ? WHERE key = 'schema_version'", (str(SCHEMA_VERSION),))
+
+    def schema_version(self) -> int:
+        """The applied schema version."""
+        with self.read() as tx:
+            row = tx._q("SELECT value FROM kmsbox_meta WHERE key = 'schema_version'").fetchone()
+        return int(row[0]) if row else 0
+
+    def close(self) -> None:
+        """Close every connection this backend opened."""
+        self._closed = True
+        with self._conn_lock:
+            for conn in self._all_connections:
+                try:
+                    conn.close()
+                except Exception:  # noqa: S110 - closing is best effort
+                    pass
+            self._all_connections.clear()

@@ -1,0 +1,122 @@
+"""The embedded default backend: one SQLite file (stdlib ``sqlite3``).
+
+``sqlite:///relative/path.db`` or ``sqlite:////absolute/path.db`` (the
+SQLAlchemy convention: the path is what follows the third slash). WAL journal,
+a busy time-out, ``BEGIN IMMEDIATE`` for writes so that writers queue instead of
+failing, and the shared migrations on open. A default plugin.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, unquote, urlparse
+
+from kmsbox.errors import ConfigError, ConflictError, StorageError
+from kmsbox.hookspecs import hookimpl
+from kmsbox.storage.sql import Dialect, SqlBackend
+
+__all__ = ["SQLITE_DIALECT", "SqliteBackend", "open_sqlite"]
+
+
+def _is_conflict(exc: BaseException) -> bool:
+    return isinstance(exc, sqlite3.IntegrityError) and "UNIQUE" in str(exc).upper()
+
+
+SQLITE_DIALECT = Dialect(name="sqlite", is_conflict=_is_conflict)
+
+
+class SqliteBackend(SqlBackend):
+    """SQLite file storage. ``busy_timeout`` is how long a writer waits for the lock (seconds)."""
+
+    dialect = SQLITE_DIALECT
+
+    def __init__(self, url: str, path: str, *, busy_timeout: float = 60.0) -> None:
+        self.path = path
+        self.busy_timeout = busy_timeout
+        if path != ":memory:":
+            parent = Path(path).absolute().parent
+            if not parent.is_dir():
+                raise ConfigError(f"SQLite store folder {parent} does not exist")
+        super().__init__(url)
+
+    def _connect(self) -> Any:
+        try:
+            conn = sqlite3.connect(self.path, timeout=min(self.busy_timeout, 5.0), isolation_level=None, check_same_thread=False)
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+        except sqlite3.DatabaseError as exc:
+            raise ConfigError(f"SQLite store {self.path} cannot be opened: {exc}") from exc
+        return conn
+
+    def _begin(self, conn: Any, write: bool) -> None:
+        if not write:
+            conn.execute("BEGIN")
+            return
+        # Writers queue on the lock: retry BEGIN IMMEDIATE past sqlite's own busy
+        # wait so that "database is locked" never reaches the caller early.
+        deadline = time.monotonic() + self.busy_timeout
+        delay = 0.001
+        while True:
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) and "busy" not in str(exc):
+                    raise
+                if time.monotonic() > deadline:
+                    raise StorageError(f"SQLite store {self.path} stayed locked for {self.busy_timeout:.0f}s") from exc
+                time.sleep(delay)
+                delay = min(delay * 2, 0.05)
+
+    def _commit(self, conn: Any) -> None:
+        conn.execute("COMMIT")
+
+    def _rollback(self, conn: Any) -> None:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+
+    def _storage_error(self, exc: BaseException) -> StorageError | ConflictError | None:
+        if _is_conflict(exc):
+            return ConflictError("row already exists (a concurrent writer got there first)")
+        if isinstance(exc, sqlite3.DatabaseError):
+            if "not a database" in str(exc) or "malformed" in str(exc):
+                return StorageError(f"SQLite store {self.path} is corrupt or not a kmsbox database")
+            return StorageError(f"SQLite error on {self.path}: {exc}")
+        return None
+
+    def _migrate(self) -> None:
+        try:
+            super()._migrate()
+        except StorageError as exc:
+            raise ConfigError(f"SQLite store {self.path} cannot be opened: {exc}") from exc
+
+    def describe(self) -> dict[str, str]:
+        """Kind and file path."""
+        return {"backend": "sqlite", "location": self.path}
+
+
+def open_sqlite(url: str) -> SqliteBackend:
+    """Open ``sqlite:///path``; ConfigError for a malformed URL or unreadable file."""
+    parsed = urlparse(url)
+    if parsed.scheme != "sqlite" or parsed.netloc or not parsed.path or parsed.path == "/":
+        raise ConfigError(f"storage URL {url!r}: use sqlite:///relative.db or sqlite:////absolute/path.db")
+    path = unquote(parsed.path[1:])
+    params = parse_qs(parsed.query)
+    busy = 60.0
+    if "busy_timeout" in params:
+        try:
+            busy = float(params["busy_timeout"][0])
+        except ValueError:
+            raise ConfigError(f"storage URL {url!r}: busy_timeout must be a number of seconds") from None
+        if busy <= 0:
+            raise ConfigError(f"storage URL {url!r}: busy_timeout must be positive")
+    return SqliteBackend(url, path, busy_timeout=busy)
+
+
+@hookimpl(trylast=True)
+def register_storage_backends(register: Any) -> None:
+    """Register ``sqlite://``."""
+    register("sqlite", open_sqlite, "embedded SQLite file (the default)")

@@ -1,0 +1,258 @@
+"""The append-only, tamper-evident audit log of a store.
+
+Each event's MAC is HMAC-SHA256, under an audit key wrapped by the KEK, of the
+previous event's MAC and this event's canonical bytes; so changing, dropping or
+reordering events through the database alone breaks the chain, and a saved
+checkpoint (the head) also reveals a truncated tail. Events never hold values.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from kmsbox import format as fmt
+from kmsbox._crypto import constant_time_equal, hmac_sha256
+from kmsbox.errors import ConfigError
+from kmsbox.storage.base import AuditFilter, AuditRow, StorageBackend, Transaction
+
+__all__ = ["ACTIONS", "RESULTS", "AuditEvent", "AuditLog", "AuditVerification", "Checkpoint"]
+
+ACTIONS = (
+    "create",
+    "update",
+    "read",
+    "delete",
+    "disable",
+    "enable",
+    "expire",
+    "rotate",
+    "rewrap",
+    "reencrypt",
+    "repair",
+    "migrate",
+    "retire",
+    "compromise",
+    "import",
+    "diagnose",
+)
+RESULTS = ("success", "failure", "denied")
+_BATCH = 500
+
+
+@dataclass(frozen=True)
+class AuditEvent:
+    """One event as returned by ``audit list``."""
+
+    seq: int
+    time: float
+    namespace: str | None
+    name: str | None
+    secret_version: int | None
+    action: str
+    result: str
+    actor: str | None
+    context: dict[str, str]
+    detail: dict[str, Any]
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready mapping."""
+        return {
+            "seq": self.seq,
+            "time": self.time,
+            "namespace": self.namespace,
+            "name": self.name,
+            "secret_version": self.secret_version,
+            "action": self.action,
+            "result": self.result,
+            "actor": self.actor,
+            "context": dict(self.context),
+            "detail": dict(self.detail),
+        }
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """The head of the chain at some moment; keep it outside the database."""
+
+    seq: int
+    mac: str
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready mapping."""
+        return {"seq": self.seq, "mac": self.mac}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Checkpoint:
+        """Parse a checkpoint; ValueError if malformed."""
+        try:
+            seq, mac = data["seq"], data["mac"]
+        except (KeyError, TypeError):
+            raise ValueError("checkpoint needs 'seq' and 'mac'") from None
+        if not isinstance(seq, int) or seq < 0 or not isinstance(mac, str):
+            raise ValueError("checkpoint 'seq' must be a non-negative integer and 'mac' a hex string")
+        try:
+            bytes.fromhex(mac)
+        except ValueError:
+            raise ValueError("checkpoint 'mac' is not hex") from None
+        return cls(seq, mac)
+
+
+@dataclass
+class AuditVerification:
+    """The result of verifying the chain: ``ok`` and what was found."""
+
+    ok: bool
+    events_checked: int
+    head_seq: int
+    problems: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready mapping."""
+        return {"ok": self.ok, "events_checked": self.events_checked, "head_seq": self.head_seq, "problems": self.problems}
+
+
+def _mac_input(row: AuditRow) -> bytes:
+    return fmt.encode_audit_record(
+        {
+            "seq": str(row.seq),
+            "time": repr(float(row.time)),
+            "namespace": json.dumps(row.namespace),
+            "name": json.dumps(row.name),
+            "secret_version": json.dumps(row.secret_version),
+            "action": row.action,
+            "result": row.result,
+            "actor": json.dumps(row.actor),
+            "context": json.dumps(row.context, sort_keys=True),
+            "detail": json.dumps(row.detail, sort_keys=True),
+            "audit_key_version": str(row.audit_key_version),
+        }
+    )
+
+
+def _event(row: AuditRow) -> AuditEvent:
+    return AuditEvent(
+        row.seq, row.time, row.namespace, row.name, row.secret_version, row.action, row.result, row.actor,
+        row.context, row.detail,
+    )
+
+
+class AuditLog:
+    """Appends and verifies the event chain of one store."""
+
+    def __init__(self, backend: StorageBackend, key: bytes, key_version: int = 1) -> None:
+        self._backend = backend
+        self._key = key
+        self._key_version = key_version
+
+    def __repr__(self) -> str:
+        return "AuditLog(key=***)"
+
+    def append(
+        self,
+        tx: Transaction,
+        *,
+        action: str,
+        result: str,
+        namespace: str | None = None,
+        name: str | None = None,
+        secret_version: int | None = None,
+        actor: str | None = None,
+        context: Mapping[str, str] | None = None,
+        detail: Mapping[str, Any] | None = None,
+    ) -> int:
+        """Append an event inside ``tx`` (so it commits or rolls back with the change)."""
+        if action not in ACTIONS:
+            raise ValueError(f"unknown audit action {action!r}")
+        if result not in RESULTS:
+            raise ValueError(f"unknown audit result {result!r}")
+        seq, prev_mac = tx.audit_head()
+        row = AuditRow(
+            seq=seq + 1,
+            time=time.time(),
+            namespace=namespace,
+            name=name,
+            secret_version=secret_version,
+            action=action,
+            result=result,
+            actor=actor,
+            context=dict(context or {}),
+            detail=dict(detail or {}),
+            audit_key_version=self._key_version,
+            mac=b"",
+        )
+        row.mac = hmac_sha256(self._key, prev_mac + _mac_input(row))
+        tx.append_audit(row)
+        return row.seq
+
+    def events(self, filters: AuditFilter | None = None, *, after: int = 0, limit: int = 100) -> tuple[list[AuditEvent], int | None]:
+        """A page of events after cursor ``after``; returns (events, next cursor or None)."""
+        if limit <= 0:
+            raise ValueError("limit must be positive")
+        with self._backend.read() as tx:
+            rows = tx.list_audit(filters or AuditFilter(), after, limit)
+        next_cursor = rows[-1].seq if len(rows) == limit else None
+        return [_event(r) for r in rows], next_cursor
+
+    def iter_events(self, filters: AuditFilter | None = None) -> Iterator[AuditEvent]:
+        """Every matching event, streamed in batches."""
+        after: int | None = 0
+        while after is not None:
+            events, after = self.events(filters, after=after, limit=_BATCH)
+            yield from events
+
+    def checkpoint(self) -> Checkpoint:
+        """The current head of the chain."""
+        with self._backend.read() as tx:
+            seq, mac = tx.audit_head()
+        return Checkpoint(seq, mac.hex())
+
+    def verify(self, checkpoint: Checkpoint | None = None) -> AuditVerification:
+        """Recompute the chain from the first event; report every break found.
+
+        With a ``checkpoint`` from earlier, also detect a tail cut back past it.
+        """
+        problems: list[str] = []
+        prev_mac = b""
+        expected_seq = 1
+        checked = 0
+        checkpoint_seen = checkpoint is None or checkpoint.seq == 0
+        after = 0
+        while True:
+            with self._backend.read() as tx:
+                rows = tx.audit_range(after, _BATCH)
+            for row in rows:
+                if row.seq != expected_seq:
+                    problems.append(f"events {expected_seq}..{row.seq - 1} are missing (or reordered)")
+                mac = hmac_sha256(self._key, prev_mac + _mac_input(row))
+                if not constant_time_equal(mac, row.mac):
+                    problems.append(f"event {row.seq} was altered, moved or does not follow its predecessor")
+                if checkpoint is not None and row.seq == checkpoint.seq:
+                    checkpoint_seen = True
+                    if not constant_time_equal(row.mac, bytes.fromhex(checkpoint.mac)):
+                        problems.append(f"event {row.seq} differs from the checkpoint")
+                prev_mac = row.mac
+                expected_seq = row.seq + 1
+                checked += 1
+                if len(problems) >= 100:
+                    break
+            if len(rows) < _BATCH or len(problems) >= 100:
+                break
+            after = rows[-1].seq
+        with self._backend.read() as tx:
+            head_seq, head_mac = tx.audit_head()
+        if head_seq != expected_seq - 1 or (checked and not constant_time_equal(head_mac, prev_mac)):
+            problems.append(f"chain head (event {head_seq}) does not match the last event ({expected_seq - 1})")
+        if not checkpoint_seen and checkpoint is not None:
+            problems.append(f"event {checkpoint.seq} from the checkpoint is gone: the log was truncated")
+        return AuditVerification(not problems, checked, head_seq, problems)
+
+
+def parse_actions(value: str | None) -> str | None:
+    """Validate an action filter."""
+    if value is not None and value not in ACTIONS:
+        raise ConfigError(f"unknown audit action {value!r}; one of {', '.join(ACTIONS)}")
+    return value

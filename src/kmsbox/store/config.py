@@ -1,0 +1,187 @@
+"""Opening a store: arguments, then ``KMSBOX_STORE`` / ``KMSBOX_KEK``, then ``kmsbox.toml``.
+
+Opening fails closed: no usable KEK, an unreadable store or a schema newer than
+the code raise :class:`~kmsbox.errors.ConfigError` before anything is served.
+
+``kmsbox.toml`` (in the working folder, or the file named by ``KMSBOX_CONFIG``)::
+
+    [store]
+    url = "sqlite:///secrets.db"
+    kek = ["env://KMSBOX_MASTER_KEY"]       # first is primary; more are escrow copies
+    audit_reads = true
+    max_value_size = 1048576
+
+    [cache]
+    max_age = 300          # seconds an unwrapped namespace key is kept
+    max_uses = 16777216    # uses before it is unwrapped again
+    max_entries = 4096
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from kmsbox.errors import ConfigError, KmsboxError, PluginError, ProviderError
+from kmsbox.kek import KekProvider, open_kek
+from kmsbox.keys import KeyCache
+from kmsbox.storage import open_storage
+from kmsbox.store.service import DEFAULT_MAX_VALUE_SIZE, SecretStore
+
+__all__ = ["StoreSettings", "load_settings", "open_store"]
+
+STORE_ENV = "KMSBOX_STORE"
+KEK_ENV = "KMSBOX_KEK"
+CONFIG_ENV = "KMSBOX_CONFIG"
+CONFIG_FILE = "kmsbox.toml"
+
+
+@dataclass
+class StoreSettings:
+    """Resolved settings for opening a store."""
+
+    url: str
+    keks: list[str | KekProvider]
+    audit_reads: bool = True
+    max_value_size: int = DEFAULT_MAX_VALUE_SIZE
+    cache: dict[str, float] = field(default_factory=dict)
+    source: str = "arguments"
+
+
+def _split_keks(raw: str) -> list[str]:
+    return [part.strip() for part in raw.split(",") if part.strip()]
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as handle:
+            return tomllib.load(handle)
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+    except OSError as exc:
+        raise ConfigError(f"config file {path} cannot be read: {exc.strerror}") from None
+
+
+def _config_file() -> Path | None:
+    named = os.environ.get(CONFIG_ENV)
+    if named:
+        return Path(named)
+    default = Path.cwd() / CONFIG_FILE
+    return default if default.is_file() else None
+
+
+def load_settings(
+    url: str | None = None,
+    kek: str | KekProvider | Sequence[str | KekProvider] | None = None,
+    *,
+    audit_reads: bool | None = None,
+    config_file: str | os.PathLike[str] | None = None,
+) -> StoreSettings:
+    """Resolve settings: explicit arguments win, then the environment, then the config file."""
+    data: dict[str, Any] = {}
+    path = Path(config_file) if config_file is not None else _config_file()
+    if path is not None:
+        data = _read_toml(path)
+    store_section = data.get("store", {})
+    cache_section = data.get("cache", {})
+    if not isinstance(store_section, dict) or not isinstance(cache_section, dict):
+        raise ConfigError(f"config file {path}: [store] and [cache] must be tables")
+    unknown = set(store_section) - {"url", "kek", "audit_reads", "max_value_size"}
+    if unknown:
+        raise ConfigError(f"config file {path}: unknown [store] settings {sorted(unknown)}")
+    unknown = set(cache_section) - {"max_age", "max_uses", "max_entries"}
+    if unknown:
+        raise ConfigError(f"config file {path}: unknown [cache] settings {sorted(unknown)}")
+
+    source = "arguments"
+    chosen_url = url
+    if chosen_url is None and os.environ.get(STORE_ENV):
+        chosen_url, source = os.environ[STORE_ENV], STORE_ENV
+    if chosen_url is None and "url" in store_section:
+        chosen_url, source = store_section["url"], str(path)
+    if not isinstance(chosen_url, str) or not chosen_url:
+        raise ConfigError(f"no store URL: pass one, set {STORE_ENV}, or put [store] url in {CONFIG_FILE}")
+
+    keks: list[str | KekProvider]
+    if kek is not None:
+        keks = [kek] if isinstance(kek, (str, KekProvider)) else list(kek)
+    elif os.environ.get(KEK_ENV):
+        keks = list(_split_keks(os.environ[KEK_ENV]))
+    elif "kek" in store_section:
+        raw = store_section["kek"]
+        if isinstance(raw, str):
+            raw = [raw]
+        if not isinstance(raw, list) or not all(isinstance(k, str) for k in raw):
+            raise ConfigError(f"config file {path}: [store] kek must be a URI or a list of URIs")
+        keks = list(raw)
+    else:
+        keks = []
+    if not keks:
+        raise ConfigError(f"no KEK: pass kek=..., set {KEK_ENV}, or put [store] kek in {CONFIG_FILE}")
+
+    reads = store_section.get("audit_reads", True) if audit_reads is None else audit_reads
+    if not isinstance(reads, bool):
+        raise ConfigError(f"config file {path}: [store] audit_reads must be true or false")
+    max_value = store_section.get("max_value_size", DEFAULT_MAX_VALUE_SIZE)
+    if not isinstance(max_value, int) or isinstance(max_value, bool) or not 1 <= max_value <= 64 * 1024 * 1024:
+        raise ConfigError(f"config file {path}: [store] max_value_size must be an integer from 1 to 67108864")
+    cache: dict[str, float] = {}
+    for key, value in cache_section.items():
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0:
+            raise ConfigError(f"config file {path}: [cache] {key} must be a positive number")
+        cache[key] = float(value)
+    return StoreSettings(chosen_url, keks, reads, max_value, cache, source)
+
+
+def open_store(
+    url: str | None = None,
+    kek: str | KekProvider | Sequence[str | KekProvider] | None = None,
+    *,
+    audit_reads: bool | None = None,
+    config_file: str | os.PathLike[str] | None = None,
+    cache: KeyCache[Any] | None = None,
+) -> SecretStore:
+    """Open a :class:`SecretStore`, failing closed.
+
+    ``kmsbox.open_store("sqlite:///secrets.db", kek="env://KMSBOX_MASTER_KEY")``.
+    Several KEKs may be given: the first is primary, the others hold escrow
+    copies of every namespace key. Raises ConfigError when the settings, a KEK or
+    the store are not usable, and PluginError when a scheme's plugin is missing.
+    """
+    settings = load_settings(url, kek, audit_reads=audit_reads, config_file=config_file)
+    providers: list[KekProvider] = []
+    backend = None
+    try:
+        for item in settings.keks:
+            providers.append(open_kek(item) if isinstance(item, str) else item)
+        uris = [p.uri for p in providers]
+        if len(set(uris)) != len(uris):
+            raise ConfigError("the same KEK URI is given twice")
+        backend = open_storage(settings.url)
+        key_cache = cache or KeyCache(
+            max_age=settings.cache.get("max_age", 300.0),
+            max_uses=int(settings.cache.get("max_uses", 1 << 24)),
+            max_entries=int(settings.cache.get("max_entries", 4096)),
+        )
+        try:
+            return SecretStore(
+                backend, providers, audit_reads=settings.audit_reads, max_value_size=settings.max_value_size, cache=key_cache
+            )
+        except (ConfigError, PluginError):
+            raise
+        except ProviderError as exc:
+            raise ConfigError(f"KEK {providers[0].uri} is not usable: {exc}") from exc
+        except KmsboxError as exc:
+            raise ConfigError(f"the store's keys cannot be opened with the configured KEK(s): {exc}") from exc
+    except BaseException:
+        if backend is not None:
+            backend.close()
+        for provider in providers:
+            provider.close()
+        raise

@@ -1,0 +1,7 @@
+"""Diagnosis and repair (filled in by the lifecycle work)."""
+
+from __future__ import annotations
+
+
+class DiagnosisMixin:
+    """Diagnosis and repair."""

@@ -1,0 +1,565 @@
+"""The SecretStore: put, get, list, history, delete, disable/enable and expiry.
+
+Key maintenance (rotation, rewrap, re-encryption, migration), diagnosis and
+repair live in :mod:`kmsbox.store.lifecycle` and :mod:`kmsbox.store.diagnosis`
+and are mixed in here.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager
+from typing import Any, TypeVar
+
+from kmsbox._crypto import Aead
+from kmsbox.errors import (
+    ConflictError,
+    IntegrityError,
+    KeyUnavailable,
+    KmsboxError,
+    SecretDisabled,
+    SecretExpired,
+    SecretNotFound,
+)
+from kmsbox.kek import KekProvider
+from kmsbox.keys import KeyCache, open_secret, seal_secret
+from kmsbox.storage.base import AuditFilter, SecretRow, SecretVersionRow, StorageBackend, Transaction
+from kmsbox.store.audit import AuditEvent, AuditLog, AuditVerification, Checkpoint
+from kmsbox.store.context import audit_context, current_actor, current_namespace, current_request, namespace_block
+from kmsbox.store.diagnosis import DiagnosisMixin
+from kmsbox.store.keyring import AUDIT_NAMESPACE, NamespaceKeyring
+from kmsbox.store.lifecycle import LifecycleMixin
+from kmsbox.store.models import GetResult, Page, Secret, SecretInfo, SecretVersionInfo
+from kmsbox.store.names import validate_name, validate_namespace
+
+__all__ = ["DEFAULT_MAX_VALUE_SIZE", "SecretStore"]
+
+#: Largest value accepted by ``put`` unless the store is opened with another limit.
+DEFAULT_MAX_VALUE_SIZE = 1024 * 1024
+_TYPE_BYTES = b"b"
+_TYPE_STR = b"s"
+_WRITE_RETRIES = 20
+_ACCESS_FLUSH_ENTRIES = 512
+_ACCESS_FLUSH_SECONDS = 1.0
+T = TypeVar("T")
+
+Expiry = _dt.datetime | _dt.timedelta | float | int | None
+
+
+def _info(row: SecretRow) -> SecretInfo:
+    return SecretInfo(
+        row.namespace, row.name, row.version, row.status, row.created_at, row.updated_at, row.expires_at,
+        row.category, row.description, dict(row.labels), row.access_count, row.last_accessed_at,
+    )
+
+
+def _expiry_time(expires: Expiry, now: float) -> float | None:
+    if expires is None:
+        return None
+    if isinstance(expires, _dt.timedelta):
+        return now + expires.total_seconds()
+    if isinstance(expires, _dt.datetime):
+        if expires.tzinfo is None:
+            raise ValueError("expires must be timezone-aware (or a timedelta, or seconds from now)")
+        return expires.timestamp()
+    if isinstance(expires, (int, float)) and not isinstance(expires, bool):
+        if expires <= 0:
+            raise ValueError("expires in seconds must be positive")
+        return now + float(expires)
+    raise ValueError("expires must be a datetime, a timedelta or seconds from now")
+
+
+def _encode_value(value: str | bytes, limit: int) -> bytes:
+    if isinstance(value, str):
+        payload = _TYPE_STR + value.encode("utf-8")
+    elif isinstance(value, (bytes, bytearray, memoryview)):
+        payload = _TYPE_BYTES + bytes(value)
+    else:
+        raise TypeError(f"secret value must be str or bytes, got {type(value).__name__}")
+    if len(payload) - 1 > limit:
+        raise ValueError(f"secret value is {len(payload) - 1} bytes; the limit is {limit}")
+    return payload
+
+
+def _decode_value(payload: bytes) -> str | bytes:
+    tag, body = payload[:1], payload[1:]
+    if tag == _TYPE_STR:
+        try:
+            return body.decode("utf-8")
+        except UnicodeDecodeError:
+            raise IntegrityError("malformed or unauthentic ciphertext") from None
+    if tag == _TYPE_BYTES:
+        return body
+    raise IntegrityError("malformed or unauthentic ciphertext")
+
+
+def _check_labels(labels: Mapping[str, str] | None) -> dict[str, str]:
+    if labels is None:
+        return {}
+    out: dict[str, str] = {}
+    for key, value in labels.items():
+        if not isinstance(key, str) or not isinstance(value, str) or not key or len(key) > 128 or len(value) > 512:
+            raise ValueError("labels must map non-empty strings (keys up to 128, values up to 512 characters) to strings")
+        out[key] = value
+    return out
+
+
+def _check_text(value: str | None, what: str, limit: int) -> str | None:
+    if value is not None and (not isinstance(value, str) or len(value) > limit):
+        raise ValueError(f"{what} must be a string of at most {limit} characters")
+    return value
+
+
+class SecretStore(LifecycleMixin, DiagnosisMixin):
+    """A tenant-aware secret store over a storage backend and one or more KEKs.
+
+    Open it with :func:`kmsbox.open_store`. Thread-safe; close it when done (or
+    use it as a context manager).
+    """
+
+    def __init__(
+        self,
+        backend: StorageBackend,
+        keks: Sequence[KekProvider],
+        *,
+        audit_reads: bool = True,
+        max_value_size: int = DEFAULT_MAX_VALUE_SIZE,
+        cache: KeyCache[Aead] | None = None,
+        batch_size: int = 500,
+    ) -> None:
+        self.backend = backend
+        self.keyring = NamespaceKeyring(backend, keks, cache or KeyCache(max_age=300.0, max_entries=4096))
+        self.audit_reads = audit_reads
+        self.max_value_size = max_value_size
+        self.batch_size = batch_size
+        self._access: dict[tuple[str, str], tuple[int, float]] = {}
+        self._access_lock = threading.Lock()
+        self._access_flushed = time.monotonic()
+        self._closed = False
+        self.audit = AuditLog(backend, self._audit_key())
+
+    def __repr__(self) -> str:
+        return f"SecretStore(storage={self.backend.describe()!r}, keks={[k.uri for k in self.keyring.keks]!r})"
+
+    def __enter__(self) -> SecretStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --- plumbing -----------------------------------------------------------------------
+
+    def _audit_key(self) -> bytes:
+        self.keyring.ensure(AUDIT_NAMESPACE)
+        with self.backend.read() as tx:
+            rows = tx.namespace_keys(AUDIT_NAMESPACE)
+        return self.keyring.unwrap_bytes(rows[0])
+
+    def _namespace(self, namespace: str | None) -> str:
+        chosen = namespace if namespace is not None else current_namespace()
+        if chosen is None:
+            raise ValueError("no namespace: pass namespace=... or use `with store.namespace(...)`")
+        return validate_namespace(chosen)
+
+    def _who(self, actor: str | None, request: Mapping[str, str] | None) -> tuple[str | None, dict[str, str]]:
+        merged = dict(current_request())
+        if request:
+            merged.update(request)
+        return (actor if actor is not None else current_actor()), merged
+
+    def _write(self, op: Callable[[Transaction], T]) -> T:
+        """Run ``op`` in a write transaction, retrying when a concurrent writer won."""
+        delay = 0.001
+        for attempt in range(_WRITE_RETRIES):
+            try:
+                with self.backend.transaction() as tx:
+                    return op(tx)
+            except ConflictError:
+                if attempt == _WRITE_RETRIES - 1:
+                    raise
+                time.sleep(delay)
+                delay = min(delay * 2, 0.1)
+        raise AssertionError("unreachable")
+
+    def namespace(self, namespace: str) -> AbstractContextManager[str]:
+        """``with store.namespace("tenant-123"): ...`` sets the default namespace for the block."""
+        return namespace_block(namespace)
+
+    def audit_context(self, actor: str | None = None, **request: str) -> AbstractContextManager[None]:
+        """``with store.audit_context(actor="deploy-bot", request_id="r1"): ...``"""
+        return audit_context(actor, **request)
+
+    # --- writes -------------------------------------------------------------------------
+
+    def put(
+        self,
+        name: str,
+        value: str | bytes,
+        *,
+        namespace: str | None = None,
+        expires: Expiry = None,
+        category: str | None = None,
+        description: str | None = None,
+        labels: Mapping[str, str] | None = None,
+        actor: str | None = None,
+        request: Mapping[str, str] | None = None,
+    ) -> SecretInfo:
+        """Create or update a secret; every put makes a new secret version.
+
+        ``expires`` is a timezone-aware datetime, a timedelta or seconds from now.
+        Metadata not given keeps its previous value on update. Raises ValueError
+        for a bad name, namespace, value size or metadata; ProviderError when a new
+        namespace key cannot be wrapped (nothing is written).
+        """
+        ns = self._namespace(namespace)
+        validate_name(name)
+        payload = _encode_value(value, self.max_value_size)
+        clean_labels = None if labels is None else _check_labels(labels)
+        _check_text(category, "category", 128)
+        _check_text(description, "description", 1024)
+        now = time.time()
+        expires_at = _expiry_time(expires, now)
+        who, req = self._who(actor, request)
+        self.keyring.ensure(ns)
+
+        def op(tx: Transaction) -> SecretInfo:
+            nk_version, nk = self.keyring.active(tx, ns)
+            row = tx.get_secret(ns, name, for_update=True)
+            version = 1 if row is None else row.version + 1
+            blob = seal_secret(nk, nk_version, ns, name, version, payload)
+            if row is None:
+                row = SecretRow(
+                    ns, name, 1, "active", now, now, expires_at, category, description, clean_labels or {},
+                )
+                tx.insert_secret(row)
+                action = "create"
+            else:
+                expected = row.row_version
+                row.version = version
+                row.updated_at = now
+                row.row_version += 1
+                if expires is not None:
+                    row.expires_at = expires_at
+                if category is not None:
+                    row.category = category
+                if description is not None:
+                    row.description = description
+                if clean_labels is not None:
+                    row.labels = clean_labels
+                tx.update_secret(row, expected)
+                action = "update"
+            tx.insert_version(SecretVersionRow(ns, name, version, blob, nk_version, now))
+            self.audit.append(
+                tx, action=action, result="success", namespace=ns, name=name, secret_version=version,
+                actor=who, context=req, detail={"namespace_key_version": nk_version},
+            )
+            return _info(row)
+
+        return self._write(op)
+
+    def _set_status(self, name: str, namespace: str | None, status: str, action: str, actor: str | None, request: Mapping[str, str] | None) -> SecretInfo:
+        ns = self._namespace(namespace)
+        validate_name(name)
+        who, req = self._who(actor, request)
+
+        def op(tx: Transaction) -> SecretInfo | None:
+            row = tx.get_secret(ns, name, for_update=True)
+            if row is None:
+                self.audit.append(tx, action=action, result="failure", namespace=ns, name=name, actor=who, context=req, detail={"reason": "not_found"})
+                return None
+            expected = row.row_version
+            row.status = status
+            row.updated_at = time.time()
+            row.row_version += 1
+            tx.update_secret(row, expected)
+            self.audit.append(tx, action=action, result="success", namespace=ns, name=name, secret_version=row.version, actor=who, context=req)
+            return _info(row)
+
+        info = self._write(op)
+        if info is None:
+            raise SecretNotFound(f"no secret {name!r} in namespace {ns!r}")
+        return info
+
+    def disable(self, name: str, *, namespace: str | None = None, actor: str | None = None, request: Mapping[str, str] | None = None) -> SecretInfo:
+        """Disable a secret: reads raise SecretDisabled until it is enabled."""
+        return self._set_status(name, namespace, "disabled", "disable", actor, request)
+
+    def enable(self, name: str, *, namespace: str | None = None, actor: str | None = None, request: Mapping[str, str] | None = None) -> SecretInfo:
+        """Enable a disabled secret."""
+        return self._set_status(name, namespace, "active", "enable", actor, request)
+
+    def delete(self, name: str, *, namespace: str | None = None, actor: str | None = None, request: Mapping[str, str] | None = None) -> int:
+        """Delete a secret and all its versions; return how many versions went.
+
+        Raises SecretNotFound if there is no such secret.
+        """
+        ns = self._namespace(namespace)
+        validate_name(name)
+        who, req = self._who(actor, request)
+
+        def op(tx: Transaction) -> int:
+            row = tx.get_secret(ns, name, for_update=True)
+            if row is None:
+                self.audit.append(tx, action="delete", result="failure", namespace=ns, name=name, actor=who, context=req, detail={"reason": "not_found"})
+                return -1
+            count = tx.delete_secret(ns, name)
+            self.audit.append(tx, action="delete", result="success", namespace=ns, name=name, secret_version=row.version, actor=who, context=req, detail={"versions": count})
+            return count
+
+        count = self._write(op)
+        if count < 0:
+            raise SecretNotFound(f"no secret {name!r} in namespace {ns!r}")
+        return count
+
+    def cleanup_expired(self, retention: _dt.timedelta | float = 0.0, *, actor: str | None = None) -> int:
+        """Delete secrets that expired more than ``retention`` ago, in batches; return the count."""
+        seconds = retention.total_seconds() if isinstance(retention, _dt.timedelta) else float(retention)
+        if seconds < 0:
+            raise ValueError("retention must not be negative")
+        who, req = self._who(actor, None)
+        cutoff = time.time() - seconds
+        total = 0
+        while True:
+            def op(tx: Transaction) -> int:
+                rows = tx.expired_secrets(cutoff, self.batch_size)
+                for row in rows:
+                    count = tx.delete_secret(row.namespace, row.name)
+                    self.audit.append(
+                        tx, action="expire", result="success", namespace=row.namespace, name=row.name,
+                        secret_version=row.version, actor=who, context=req,
+                        detail={"versions": count, "expired_at": row.expires_at},
+                    )
+                return len(rows)
+
+            done = self._write(op)
+            total += done
+            if done < self.batch_size:
+                return total
+
+    # --- reads --------------------------------------------------------------------------
+
+    def get(
+        self,
+        name: str,
+        *,
+        namespace: str | None = None,
+        version: int | None = None,
+        actor: str | None = None,
+        request: Mapping[str, str] | None = None,
+    ) -> Secret:
+        """Read a secret (its latest version, or ``version``).
+
+        Raises SecretNotFound, SecretExpired, SecretDisabled, KeyUnavailable or
+        IntegrityError (a corrupted or moved row); each failure is audited.
+        """
+        ns = self._namespace(namespace)
+        validate_name(name)
+        if version is not None and (not isinstance(version, int) or isinstance(version, bool) or version < 1):
+            raise ValueError("version must be a positive integer")
+        who, req = self._who(actor, request)
+        if self.audit_reads:
+            outcome = self._write(lambda tx: self._read(tx, ns, name, version, who, req, audited=True))
+        else:
+            with self.backend.read() as tx:
+                outcome = self._read(tx, ns, name, version, who, req, audited=False)
+            if isinstance(outcome, Secret):
+                self._note_access(ns, name)
+            else:
+                # Failures are audited even when successful reads are not.
+                self._write(lambda tx: self._audit_failure(tx, ns, name, version, who, req, outcome))
+        if isinstance(outcome, KmsboxError):
+            raise outcome
+        return outcome
+
+    def _read(
+        self, tx: Transaction, ns: str, name: str, version: int | None, who: str | None, req: dict[str, str], *, audited: bool
+    ) -> Secret | KmsboxError:
+        found = tx.get_secret_with_blob(ns, name, version)
+        outcome: Secret | KmsboxError
+        if found is None or found[1] is None:
+            what = f"no secret {name!r} in namespace {ns!r}" if found is None else f"secret {name!r} in namespace {ns!r} has no version {version}"
+            outcome = SecretNotFound(what)
+        else:
+            row, ver = found
+            now = time.time()
+            if row.status == "disabled":
+                outcome = SecretDisabled(f"secret {name!r} in namespace {ns!r} is disabled")
+            elif row.expires_at is not None and row.expires_at <= now:
+                outcome = SecretExpired(f"secret {name!r} in namespace {ns!r} expired")
+            else:
+                try:
+                    payload = open_secret(ver.blob, self.keyring.key_for(tx, ns), ns, name, ver.version)
+                    value = _decode_value(payload)
+                except (IntegrityError, KeyUnavailable) as exc:
+                    outcome = exc
+                else:
+                    if audited:
+                        tx.record_access(ns, name, 1, now)
+                        row.access_count += 1
+                        row.last_accessed_at = now
+                        self.audit.append(tx, action="read", result="success", namespace=ns, name=name, secret_version=ver.version, actor=who, context=req)
+                    return Secret(_info(row), ver.version, value)
+        if audited:
+            self._audit_failure(tx, ns, name, version, who, req, outcome)
+        return outcome
+
+    def _audit_failure(self, tx: Transaction, ns: str, name: str, version: int | None, who: str | None, req: dict[str, str], error: Secret | KmsboxError) -> None:
+        if isinstance(error, Secret):
+            return
+        result = "denied" if isinstance(error, (SecretDisabled, SecretExpired)) else "failure"
+        self.audit.append(
+            tx, action="read", result=result, namespace=ns, name=name, secret_version=version, actor=who, context=req,
+            detail={"reason": _reason(error)},
+        )
+
+    def try_get(self, name: str, *, namespace: str | None = None, version: int | None = None, actor: str | None = None, request: Mapping[str, str] | None = None) -> GetResult:
+        """Like :meth:`get` but returns a :class:`GetResult` instead of raising for a missing,
+        expired, disabled, undecryptable or corrupted secret."""
+        try:
+            return GetResult(True, self.get(name, namespace=namespace, version=version, actor=actor, request=request))
+        except (SecretNotFound, SecretExpired, SecretDisabled, KeyUnavailable, IntegrityError) as exc:
+            return GetResult(False, None, _reason(exc), str(exc))
+
+    def info(self, name: str, *, namespace: str | None = None) -> SecretInfo:
+        """A secret's metadata (no value, not counted as a read). SecretNotFound if missing."""
+        ns = self._namespace(namespace)
+        validate_name(name)
+        with self.backend.read() as tx:
+            row = tx.get_secret(ns, name)
+        if row is None:
+            raise SecretNotFound(f"no secret {name!r} in namespace {ns!r}")
+        return _info(row)
+
+    def list(
+        self,
+        *,
+        namespace: str | None = None,
+        category: str | None = None,
+        label: tuple[str, str] | str | None = None,
+        limit: int = 100,
+        cursor: str | None = None,
+    ) -> Page[SecretInfo]:
+        """A page of secret metadata ordered by name; never values.
+
+        ``label`` is ``(key, value)`` or ``"key=value"``. Pass the returned
+        ``next_cursor`` as ``cursor`` for the next page.
+        """
+        ns = self._namespace(namespace)
+        if not isinstance(limit, int) or not 1 <= limit <= 10_000:
+            raise ValueError("limit must be between 1 and 10000")
+        label_pair = _parse_label(label)
+        with self.backend.read() as tx:
+            rows = tx.list_secrets(ns, category=category, label=label_pair, after=cursor, limit=limit)
+        return Page([_info(r) for r in rows], rows[-1].name if len(rows) == limit else None)
+
+    def iter_secrets(self, *, namespace: str | None = None, category: str | None = None, label: tuple[str, str] | str | None = None) -> Iterator[SecretInfo]:
+        """Every secret's metadata in a namespace, streamed page by page."""
+        ns = self._namespace(namespace)
+        cursor: str | None = None
+        while True:
+            page = self.list(namespace=ns, category=category, label=label, limit=self.batch_size, cursor=cursor)
+            yield from page.items
+            if page.next_cursor is None:
+                return
+            cursor = page.next_cursor
+
+    def history(self, name: str, *, namespace: str | None = None) -> list[SecretVersionInfo]:
+        """Every version of a secret, oldest first (no values). SecretNotFound if missing."""
+        ns = self._namespace(namespace)
+        validate_name(name)
+        with self.backend.read() as tx:
+            row = tx.get_secret(ns, name)
+            if row is None:
+                raise SecretNotFound(f"no secret {name!r} in namespace {ns!r}")
+            versions = tx.list_versions(ns, name)
+        return [SecretVersionInfo(v.version, v.created_at, v.namespace_key_version, v.version == row.version) for v in versions]
+
+    def namespaces(self) -> list[str]:
+        """Every namespace that has a key."""
+        with self.backend.read() as tx:
+            return [n for n in tx.namespaces() if n != AUDIT_NAMESPACE]
+
+    # --- access tracking ----------------------------------------------------------------
+
+    def _note_access(self, ns: str, name: str) -> None:
+        # With read audit off, counts are buffered and flushed in one write per batch.
+        now = time.time()
+        with self._access_lock:
+            count, _ = self._access.get((ns, name), (0, now))
+            self._access[(ns, name)] = (count + 1, now)
+            due = len(self._access) >= _ACCESS_FLUSH_ENTRIES or time.monotonic() - self._access_flushed >= _ACCESS_FLUSH_SECONDS
+        if due:
+            self.flush_access()
+
+    def flush_access(self) -> None:
+        """Write buffered access counts (done automatically; call before reading counts)."""
+        with self._access_lock:
+            pending, self._access = self._access, {}
+            self._access_flushed = time.monotonic()
+        if not pending:
+            return
+
+        def op(tx: Transaction) -> None:
+            for (ns, name), (count, at) in pending.items():
+                tx.record_access(ns, name, count, at)
+
+        self._write(op)
+
+    # --- audit --------------------------------------------------------------------------
+
+    def audit_events(self, filters: AuditFilter | None = None, *, after: int = 0, limit: int = 100) -> tuple[list[AuditEvent], int | None]:
+        """A page of audit events after cursor ``after``."""
+        return self.audit.events(filters, after=after, limit=limit)
+
+    def verify_audit(self, checkpoint: Checkpoint | None = None) -> AuditVerification:
+        """Verify the audit chain (and a saved checkpoint)."""
+        return self.audit.verify(checkpoint)
+
+    def audit_checkpoint(self) -> Checkpoint:
+        """The current head of the audit chain, to keep outside the database."""
+        return self.audit.checkpoint()
+
+    def close(self) -> None:
+        """Flush access counts and close the backend and KEK clients."""
+        if self._closed:
+            return
+        try:
+            self.flush_access()
+        finally:
+            self._closed = True
+            self.backend.close()
+            for kek in self.keyring.keks:
+                kek.close()
+
+
+def _reason(error: BaseException) -> str:
+    if isinstance(error, SecretNotFound):
+        return "not_found"
+    if isinstance(error, SecretExpired):
+        return "expired"
+    if isinstance(error, SecretDisabled):
+        return "disabled"
+    if isinstance(error, KeyUnavailable):
+        return "key_unavailable"
+    if isinstance(error, IntegrityError):
+        return "integrity"
+    return type(error).__name__
+
+
+def _parse_label(label: tuple[str, str] | str | None) -> tuple[str, str] | None:
+    if label is None:
+        return None
+    if isinstance(label, str):
+        key, sep, value = label.partition("=")
+        if not sep or not key:
+            raise ValueError("label filter must look like key=value")
+        return key, value
+    if isinstance(label, tuple) and len(label) == 2 and all(isinstance(x, str) for x in label):
+        return label
+    raise ValueError("label filter must be (key, value) or 'key=value'")
+
+
+_ = Any
