@@ -96,17 +96,18 @@ def _build_plugin_manager() -> pluggy.PluginManager:
     pm = pluggy.PluginManager(hookspecs.PROJECT_NAME)
     pm.add_hookspecs(hookspecs)
     allowed = _allowed()
-    for name, module_name in DEFAULT_PLUGINS:
-        if allowed is None or name in allowed:
-            pm.register(importlib.import_module(module_name), name=name)
-    if allowed is None:
-        pm.load_setuptools_entrypoints(hookspecs.PROJECT_NAME)
-    else:
-        from importlib.metadata import entry_points
-
-        for ep in entry_points(group=hookspecs.PROJECT_NAME):
-            if ep.name in allowed and pm.get_plugin(ep.name) is None:
-                pm.register(ep.load(), name=ep.name)
+    try:
+        for name, module_name in DEFAULT_PLUGINS:
+            if allowed is None or name in allowed:
+                pm.register(importlib.import_module(module_name), name=name)
+        if allowed is None:
+            pm.load_setuptools_entrypoints(hookspecs.PROJECT_NAME)
+        else:
+            # Loading by name (not ep.load()) keeps the distribution info `kmsbox plugins` shows.
+            for name in sorted(allowed):
+                pm.load_setuptools_entrypoints(hookspecs.PROJECT_NAME, name=name)
+    except pluggy.PluginValidationError as exc:
+        raise PluginError(f"a kmsbox plugin's hook does not match its specification: {exc}") from exc
     try:
         pm.check_pending()
     except pluggy.PluginValidationError as exc:

@@ -84,15 +84,15 @@ class KmsboxGroup(click.Group):
     """A group that turns kmsbox errors into one line and an exit code."""
 
     def invoke(self, ctx: click.Context) -> Any:
-        from kmsbox.cli.output import EXIT_CODES, err_console
+        from kmsbox.cli.output import EXIT_CODES
 
         try:
             return super().invoke(ctx)
         except KmsboxError as exc:
-            err_console.print(f"kmsbox: error: {exc}", markup=False)
+            click.echo(f"kmsbox: error: {exc}", err=True)
             sys.exit(EXIT_CODES[_code_for(exc)])
         except ValueError as exc:
-            err_console.print(f"kmsbox: error: {exc}", markup=False)
+            click.echo(f"kmsbox: error: {exc}", err=True)
             sys.exit(EXIT_CODES["usage"])
 
 
@@ -133,11 +133,11 @@ def _load_commands() -> None:
 
 def main() -> None:
     """Console-script entry point."""
-    from kmsbox.cli.output import EXIT_CODES, err_console
+    from kmsbox.cli.output import EXIT_CODES
 
     try:
         group = get_cli()
     except KmsboxError as exc:
-        err_console.print(f"kmsbox: error: {exc}", markup=False)
+        click.echo(f"kmsbox: error: {exc}", err=True)
         sys.exit(EXIT_CODES[_code_for(exc)])
     group(prog_name="kmsbox")

@@ -57,5 +57,5 @@ def table(title: str | None, columns: Sequence[str], rows: Sequence[Sequence[Any
 
 def fail(message: str, code: str) -> None:
     """Print one error line and exit with the named code."""
-    err_console.print(f"kmsbox: error: {message}", markup=False)
+    click.echo(f"kmsbox: error: {message}", err=True)
     sys.exit(EXIT_CODES[code])

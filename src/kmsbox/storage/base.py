@@ -142,6 +142,10 @@ class Transaction(Protocol):
         """Delete a secret and all its versions; return the number of versions removed."""
         ...
 
+    def delete_version(self, namespace: str, name: str, version: int) -> bool:
+        """Delete one version; True if it existed."""
+        ...
+
     def insert_version(self, row: SecretVersionRow) -> None:
         """Insert one version; ConflictError if it exists."""
         ...

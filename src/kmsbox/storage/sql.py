@@ -208,6 +208,13 @@ class SqlTransaction:
         self._q("DELETE FROM kmsbox_secrets WHERE namespace = ? AND name = ?", (namespace, name))
         return int(count)
 
+    def delete_version(self, namespace: str, name: str, version: int) -> bool:
+        """Delete one version of a secret (repair of an unrecoverable one)."""
+        cur = self._q(
+            "DELETE FROM kmsbox_secret_versions WHERE namespace = ? AND name = ? AND version = ?", (namespace, name, version)
+        )
+        return bool(cur.rowcount == 1)
+
     def insert_version(self, row: SecretVersionRow) -> None:
         """Insert one secret version."""
         self._insert(

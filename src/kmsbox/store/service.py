@@ -30,6 +30,7 @@ from kmsbox.storage.base import AuditFilter, SecretRow, SecretVersionRow, Storag
 from kmsbox.store.audit import AuditEvent, AuditLog, AuditVerification, Checkpoint
 from kmsbox.store.context import audit_context, current_actor, current_namespace, current_request, namespace_block
 from kmsbox.store.diagnosis import DiagnosisMixin
+from kmsbox.store.importing import ImportMixin
 from kmsbox.store.keyring import AUDIT_NAMESPACE, NamespaceKeyring
 from kmsbox.store.lifecycle import LifecycleMixin
 from kmsbox.store.models import GetResult, Page, Secret, SecretInfo, SecretVersionInfo
@@ -113,7 +114,7 @@ def _check_text(value: str | None, what: str, limit: int) -> str | None:
     return value
 
 
-class SecretStore(LifecycleMixin, DiagnosisMixin):
+class SecretStore(LifecycleMixin, DiagnosisMixin, ImportMixin):
     """A tenant-aware secret store over a storage backend and one or more KEKs.
 
     Open it with :func:`kmsbox.open_store`. Thread-safe; close it when done (or

@@ -52,13 +52,13 @@ class KmsArn:
 
 def parse_arn(text: str, where: str = "AWS KMS ARN") -> KmsArn:
     """Parse a KMS key or alias ARN; ConfigError (naming ``where``) if it is malformed."""
-    match = _ARN_RE.match(text) if isinstance(text, str) else None
+    match = _ARN_RE.fullmatch(text) if isinstance(text, str) else None
     if match is None:
         raise ConfigError(f"{where} {text!r} is not a KMS key or alias ARN (use {_FORMS})")
     kind, name = match["kind"], match["name"]
-    if kind == "key" and not _KEY_ID_RE.match(name):
+    if kind == "key" and not _KEY_ID_RE.fullmatch(name):
         raise ConfigError(f"{where} {text!r}: the key ID must be a lowercase UUID or mrk- and 32 hex digits")
-    if kind == "alias" and not _ALIAS_RE.match(name):
+    if kind == "alias" and not _ALIAS_RE.fullmatch(name):
         raise ConfigError(f"{where} {text!r}: an alias name is 1-250 letters, digits, '/', '_' or '-'")
     return KmsArn(match["partition"], match["region"], match["account"], kind, name)
 

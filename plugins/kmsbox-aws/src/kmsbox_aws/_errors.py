@@ -8,10 +8,12 @@ from botocore.exceptions import (
     BotoCoreError,
     ClientError,
     HTTPClientError,
+    IncompleteReadError,
     NoCredentialsError,
     PartialCredentialsError,
     SSLError,
 )
+from botocore.exceptions import ConnectionError as BotoConnectionError
 
 from kmsbox.errors import ProviderError
 
@@ -84,13 +86,15 @@ def classifier(operation: str, key: str) -> Callable[[BaseException], ProviderEr
             status = _status(exc)
             transient = code in TRANSIENT_CODES or status >= 500 or status == 429
             message = client_error_message(exc) or f"HTTP {status}"
-            return ProviderError(f"{where} failed: {code or 'error'}: {message}", transient=transient, code=code or None)
+            return ProviderError(
+                f"{where} failed: {code or 'error'}: {message}", transient=transient, code=code or None
+            )
         if isinstance(exc, CREDENTIAL_ERRORS):
             return None
         if isinstance(exc, SSLError):
             # A TLS failure is a trust or configuration problem; retrying will not fix it.
             return ProviderError(f"{where} failed: TLS error reaching the endpoint", transient=False, code="SSLError")
-        if isinstance(exc, HTTPClientError):
+        if isinstance(exc, (HTTPClientError, BotoConnectionError, IncompleteReadError)):
             # Connection refused or reset, connect and read time-outs: the endpoint may come back.
             return ProviderError(f"{where} failed: {type(exc).__name__}", transient=True, code=type(exc).__name__)
         if isinstance(exc, BotoCoreError):

@@ -28,6 +28,8 @@ _ADMIN_ENVIRON = "HTTP_" + ADMIN_HEADER.upper().replace("-", "_")
 _CRYPTO_OPERATIONS = frozenset(
     {"Encrypt", "Decrypt", "ReEncrypt", "GenerateDataKey", "GenerateDataKeyWithoutPlaintext"}
 )
+# Operator calls where moto (unlike AWS) needs a bare key ID rather than a key ARN.
+_BARE_KEY_ID_OPERATIONS = frozenset({"DisableKey", "EnableKey", "ScheduleKeyDeletion", "CancelKeyDeletion"})
 _STATE_WORDS = {
     "PendingDeletion": "pending deletion",
     "PendingImport": "pending import",
@@ -36,8 +38,6 @@ _STATE_WORDS = {
     "Creating": "being created",
     "Updating": "being updated",
 }
-# Moto's answer when Decrypt's KeyId names another key than the ciphertext's.
-_MOTO_WRONG_KEY = "The ciphertext refers to a customer master key that does not exist"
 _INCORRECT_KEY = "The key ID in the request does not identify a KMS key that can perform this operation."
 _THROTTLED = "You have exceeded the rate at which you may call KMS. Reduce the frequency of your calls."
 
@@ -100,6 +100,11 @@ class KmsFaultMiddleware:
         operation = target.partition(".")[2]
         body = _read_body(environ)
         params = _json_object(body)
+        if operation in _BARE_KEY_ID_OPERATIONS and ":key/" in str(params.get("KeyId", "")):
+            # AWS accepts a key ARN here; moto looks the value up as a bare key ID.
+            params["KeyId"] = str(params["KeyId"]).split(":key/", 1)[1]
+            body = json.dumps(params).encode()
+            environ["CONTENT_LENGTH"] = str(len(body))
         fault = self._faults.before_call(operation)
         if fault == "timeout":
             # Hold the reply past the client's read time-out; stop() cuts the wait short.
@@ -129,12 +134,12 @@ class KmsFaultMiddleware:
     def _as_aws(
         self, operation: str, params: dict[str, Any], status: str, headers: list[tuple[str, str]], data: bytes
     ) -> tuple[str, list[tuple[str, str]], bytes]:
-        reply = _json_object(data)
         if operation not in _CRYPTO_OPERATIONS:
             return status, headers, data
-        if status.startswith("400") and reply.get("__type") == "AccessDeniedException" and params.get("KeyId"):
-            if str(reply.get("message", "")).startswith(_MOTO_WRONG_KEY):
-                return _error("400 Bad Request", "IncorrectKeyException", _INCORRECT_KEY)
+        reply = _json_object(data)
+        if operation == "Decrypt" and params.get("KeyId") and reply.get("__type") == "AccessDeniedException":
+            # moto's (message-less) answer when KeyId names another key than the ciphertext's.
+            return _error("400 Bad Request", "IncorrectKeyException", _INCORRECT_KEY)
         if not status.startswith("200"):
             return status, headers, data
         source = params.get("SourceKeyId")

@@ -8,6 +8,7 @@ Needs the ``fake`` extra: ``pip install 'kmsbox-aws[fake]'``.
 
 from __future__ import annotations
 
+import contextlib
 import secrets
 import socket
 import threading
@@ -228,7 +229,7 @@ def _make_server(host: str, port: int, app: Any, moto_handler: Any) -> Any:
     """A threaded werkzeug server that tracks its connections so stop() can end them."""
     from werkzeug.serving import ThreadedWSGIServer
 
-    class Handler(moto_handler):  # type: ignore[misc, valid-type]
+    class Handler(moto_handler):  # type: ignore[misc]  # moto is imported lazily, so its handler class is Any here
         protocol_version = "HTTP/1.1"
 
         def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
@@ -259,10 +260,8 @@ def _make_server(host: str, port: int, app: Any, moto_handler: Any) -> Any:
             with self._open_lock:
                 open_sockets = list(self._open)
             for sock in open_sockets:
-                try:
+                with contextlib.suppress(OSError):  # already closed by the client
                     sock.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
 
     return Server()
 

@@ -102,7 +102,9 @@ class AwsKmsKekProvider(BaseKekProvider):
     def _as_permanent(self, exc: ClientError, operation: str) -> ProviderError:
         code = client_error_code(exc)
         message = client_error_message(exc) or "no message"
-        return ProviderError(f"AWS KMS {operation} on {self._arn.arn} failed: {code}: {message}", transient=False, code=code)
+        return ProviderError(
+            f"AWS KMS {operation} on {self._arn.arn} failed: {code}: {message}", transient=False, code=code
+        )
 
     def _unwrap_error(self, exc: ClientError, operation: str, version: str) -> Exception:
         """Map a Decrypt or ReEncrypt failure that concerns the wrapped key itself."""
@@ -144,9 +146,13 @@ class AwsKmsKekProvider(BaseKekProvider):
             except ConfigError:
                 parsed = None
         if parsed is None or parsed.kind != "key" or not parsed.same_home(self._arn):
-            raise ProviderError(f"AWS KMS {operation} replied without a valid key ARN", transient=False, code="BadResponse")
+            raise ProviderError(
+                f"AWS KMS {operation} replied without a valid key ARN", transient=False, code="BadResponse"
+            )
         if not self._arn.is_alias and parsed.arn != self._arn.arn:
-            raise ProviderError(f"AWS KMS {operation} used another key than {self._arn.arn}", transient=False, code="BadResponse")
+            raise ProviderError(
+                f"AWS KMS {operation} used another key than {self._arn.arn}", transient=False, code="BadResponse"
+            )
         return parsed.arn
 
     def _describe(self) -> KeyMetadataTypeDef:

@@ -88,7 +88,9 @@ _ID = r"[a-zA-Z0-9_-]{1,63}"
 _LOCATION_RE = re.compile(r"^projects/([^/]+)/locations/([^/]+)$")
 _RING_RE = re.compile(rf"^projects/[^/]+/locations/[^/]+/keyRings/{_ID}$")
 _KEY_RE = re.compile(rf"^(projects/[^/]+/locations/[^/]+/keyRings/{_ID})/cryptoKeys/{_ID}$")
-_VERSION_RE = re.compile(rf"^(projects/[^/]+/locations/[^/]+/keyRings/{_ID}/cryptoKeys/{_ID})/cryptoKeyVersions/([0-9]+)$")
+_VERSION_RE = re.compile(
+    rf"^(projects/[^/]+/locations/[^/]+/keyRings/{_ID}/cryptoKeys/{_ID})/cryptoKeyVersions/([0-9]+)$"
+)
 _ID_RE = re.compile(rf"^{_ID}$")
 
 _MAX_DATA = 64 * 1024
@@ -116,15 +118,15 @@ class RpcFailure(Exception):
 @dataclass
 class _Version:
     number: int
-    state: State
-    protection_level: ProtectionLevel
+    state: int  # a CryptoKeyVersionState value
+    protection_level: int  # a ProtectionLevel value
     aead: AESGCM | None
     create_time: dt.datetime
     destroy_time: dt.datetime | None = None
     destroy_event_time: dt.datetime | None = None
 
     def __repr__(self) -> str:
-        return f"_Version({self.number}, {self.state.name})"
+        return f"_Version({self.number}, {_state_name(self.state)})"
 
 
 @dataclass
@@ -132,7 +134,7 @@ class _Key:
     name: str
     uid: bytes
     create_time: dt.datetime
-    protection_level: ProtectionLevel
+    protection_level: int
     destroy_scheduled_duration: dt.timedelta
     labels: dict[str, str] = field(default_factory=dict)
     rotation_period: dt.timedelta | None = None
@@ -160,8 +162,29 @@ def _not_found(kind: str, name: str) -> RpcFailure:
     return RpcFailure(grpc.StatusCode.NOT_FOUND, f"{kind} {name} not found.")
 
 
-def _not_enabled(name: str, state: State) -> RpcFailure:
-    return RpcFailure(grpc.StatusCode.FAILED_PRECONDITION, f"{name} is not enabled, current state is: {state.name}.")
+def _state_name(state: int) -> str:
+    return str(State(state).name)
+
+
+def _not_enabled(name: str, state: int) -> RpcFailure:
+    return RpcFailure(
+        grpc.StatusCode.FAILED_PRECONDITION, f"{name} is not enabled, current state is: {_state_name(state)}."
+    )
+
+
+def _wrong_state(name: str, state: int, rule: str) -> RpcFailure:
+    return RpcFailure(grpc.StatusCode.FAILED_PRECONDITION, f"{name} is in state {_state_name(state)}; {rule}.")
+
+
+# proto-plus marshals Duration and Timestamp fields to these at run time; its annotations say otherwise.
+def _timedelta(value: object) -> dt.timedelta:
+    assert isinstance(value, dt.timedelta)
+    return value
+
+
+def _datetime(value: object) -> dt.datetime:
+    assert isinstance(value, dt.datetime)
+    return value
 
 
 def _check_crc(request: EncryptRequest | DecryptRequest, crc_field: str, data_field: str, data: bytes) -> bool:
@@ -224,15 +247,27 @@ class FakeKms:
         if spec.purpose == Purpose.CRYPTO_KEY_PURPOSE_UNSPECIFIED:
             raise _invalid("crypto_key.purpose must be specified.")
         if spec.purpose != Purpose.ENCRYPT_DECRYPT:
-            raise RpcFailure(grpc.StatusCode.UNIMPLEMENTED, "This fake of Cloud KMS supports ENCRYPT_DECRYPT keys only.")
+            raise RpcFailure(
+                grpc.StatusCode.UNIMPLEMENTED, "This fake of Cloud KMS supports ENCRYPT_DECRYPT keys only."
+            )
         template = spec.version_template
-        if template.algorithm not in (Algorithm.CRYPTO_KEY_VERSION_ALGORITHM_UNSPECIFIED, Algorithm.GOOGLE_SYMMETRIC_ENCRYPTION):
+        if template.algorithm not in (
+            Algorithm.CRYPTO_KEY_VERSION_ALGORITHM_UNSPECIFIED,
+            Algorithm.GOOGLE_SYMMETRIC_ENCRYPTION,
+        ):
             raise _invalid(f"Algorithm {template.algorithm.name} is not compatible with purpose ENCRYPT_DECRYPT.")
         level = template.protection_level or ProtectionLevel.SOFTWARE
         if level not in (ProtectionLevel.SOFTWARE, ProtectionLevel.HSM):
-            raise RpcFailure(grpc.StatusCode.UNIMPLEMENTED, f"This fake does not support protection level {level.name}.")
+            raise RpcFailure(
+                grpc.StatusCode.UNIMPLEMENTED,
+                f"This fake does not support protection level {ProtectionLevel(level).name}.",
+            )
         rotation_period, next_rotation = _rotation_of(spec, "rotation_period" in spec, "next_rotation_time" in spec)
-        delay = spec.destroy_scheduled_duration if "destroy_scheduled_duration" in spec else _DEFAULT_DESTROY_DELAY
+        delay = (
+            _timedelta(spec.destroy_scheduled_duration)
+            if "destroy_scheduled_duration" in spec
+            else _DEFAULT_DESTROY_DELAY
+        )
         name = f"{request.parent}/cryptoKeys/{request.crypto_key_id}"
         with self._lock:
             self._ring(request.parent)
@@ -282,9 +317,9 @@ class FakeKms:
                 if path == "labels":
                     labels = dict(spec.labels)
                 elif path == "rotation_period":
-                    rotation_period = spec.rotation_period if "rotation_period" in spec else None
+                    rotation_period = _timedelta(spec.rotation_period) if "rotation_period" in spec else None
                 elif path == "next_rotation_time":
-                    next_rotation = spec.next_rotation_time if "next_rotation_time" in spec else None
+                    next_rotation = _datetime(spec.next_rotation_time) if "next_rotation_time" in spec else None
                 elif path in ("version_template", "version_template.algorithm"):
                     if spec.version_template.algorithm != Algorithm.GOOGLE_SYMMETRIC_ENCRYPTION:
                         raise _invalid("version_template.algorithm must be GOOGLE_SYMMETRIC_ENCRYPTION.")
@@ -330,7 +365,9 @@ class FakeKms:
             numbers = sorted(key.versions)
             page, token = _page(numbers, request.parent, request.page_size, request.page_token)
             versions = [self._version_resource(key, key.versions[n]) for n in page]
-        return ListCryptoKeyVersionsResponse(crypto_key_versions=versions, next_page_token=token, total_size=len(numbers))
+        return ListCryptoKeyVersionsResponse(
+            crypto_key_versions=versions, next_page_token=token, total_size=len(numbers)
+        )
 
     def update_crypto_key_version(self, request: UpdateCryptoKeyVersionRequest) -> CryptoKeyVersion:
         """UpdateCryptoKeyVersion: only ``state``, only between ENABLED and DISABLED."""
@@ -345,10 +382,10 @@ class FakeKms:
         with self._lock:
             key, version = self._version(request.crypto_key_version.name)
             if version.state not in (State.ENABLED, State.DISABLED):
-                raise RpcFailure(
-                    grpc.StatusCode.FAILED_PRECONDITION,
-                    f"{request.crypto_key_version.name} is in state {version.state.name}; "
-                    "only ENABLED and DISABLED versions can change state.",
+                raise _wrong_state(
+                    request.crypto_key_version.name,
+                    version.state,
+                    "only ENABLED and DISABLED versions can change state",
                 )
             version.state = target
             return self._version_resource(key, version)
@@ -358,10 +395,7 @@ class FakeKms:
         with self._lock:
             key, version = self._version(request.name)
             if version.state not in (State.ENABLED, State.DISABLED):
-                raise RpcFailure(
-                    grpc.StatusCode.FAILED_PRECONDITION,
-                    f"{request.name} is in state {version.state.name}; only ENABLED and DISABLED versions can be destroyed.",
-                )
+                raise _wrong_state(request.name, version.state, "only ENABLED and DISABLED versions can be destroyed")
             version.state = State.DESTROY_SCHEDULED
             version.destroy_time = _now() + key.destroy_scheduled_duration
             return self._version_resource(key, version)
@@ -371,10 +405,7 @@ class FakeKms:
         with self._lock:
             key, version = self._version(request.name)
             if version.state != State.DESTROY_SCHEDULED:
-                raise RpcFailure(
-                    grpc.StatusCode.FAILED_PRECONDITION,
-                    f"{request.name} is in state {version.state.name}; only DESTROY_SCHEDULED versions can be restored.",
-                )
+                raise _wrong_state(request.name, version.state, "only DESTROY_SCHEDULED versions can be restored")
             version.state = State.DISABLED
             version.destroy_time = None
             return self._version_resource(key, version)
@@ -398,7 +429,9 @@ class FakeKms:
                 raise _invalid("plaintext and additional_authenticated_data must each be at most 65536 bytes.")
             verified_plaintext = _check_crc(request, "plaintext_crc32c", "plaintext", request.plaintext)
             aad = request.additional_authenticated_data
-            verified_aad = _check_crc(request, "additional_authenticated_data_crc32c", "additional_authenticated_data", aad)
+            verified_aad = _check_crc(
+                request, "additional_authenticated_data_crc32c", "additional_authenticated_data", aad
+            )
             if version.state != State.ENABLED or version.aead is None:
                 raise _not_enabled(version_name, version.state)
             header = _HEADER.pack(_FORMAT, key.uid, version.number)
@@ -436,7 +469,11 @@ class FakeKms:
                 raise _not_enabled(f"{key.name}/cryptoKeyVersions/{number}", version.state)
             used_primary = key.primary == number
             aead, level = version.aead, version.protection_level
-        header, nonce, sealed = ciphertext[: _HEADER.size], ciphertext[_HEADER.size : _HEADER.size + _NONCE], ciphertext[_HEADER.size + _NONCE :]
+        header, nonce, sealed = (
+            ciphertext[: _HEADER.size],
+            ciphertext[_HEADER.size : _HEADER.size + _NONCE],
+            ciphertext[_HEADER.size + _NONCE :],
+        )
         try:
             plaintext = aead.decrypt(nonce, sealed, header + aad)
         except InvalidTag:
@@ -531,7 +568,7 @@ class FakeKms:
             raise _not_found("CryptoKeyVersion", name)
         return version
 
-    def _new_version(self, key: _Key, state: State) -> _Version:
+    def _new_version(self, key: _Key, state: int) -> _Version:
         number = max(key.versions, default=0) + 1
         now = _now()
         version = _Version(number, state, key.protection_level, AESGCM(AESGCM.generate_key(256)), now)
@@ -550,44 +587,39 @@ class FakeKms:
                 key.next_rotation_time += key.rotation_period
 
     def _key_resource(self, key: _Key) -> CryptoKey:
-        resource = CryptoKey(
-            name=key.name,
-            purpose=Purpose.ENCRYPT_DECRYPT,
-            create_time=key.create_time,
-            labels=key.labels,
-            version_template=CryptoKeyVersionTemplate(
+        fields: dict[str, object] = {
+            "name": key.name,
+            "purpose": Purpose.ENCRYPT_DECRYPT,
+            "create_time": key.create_time,
+            "labels": key.labels,
+            "version_template": CryptoKeyVersionTemplate(
                 protection_level=key.protection_level, algorithm=Algorithm.GOOGLE_SYMMETRIC_ENCRYPTION
             ),
-            destroy_scheduled_duration=key.destroy_scheduled_duration,
-        )
-        if key.primary is not None:
-            resource.primary = self._version_resource(key, key.versions[key.primary])
-        if key.rotation_period is not None:
-            resource.rotation_period = key.rotation_period
-        if key.next_rotation_time is not None:
-            resource.next_rotation_time = key.next_rotation_time
-        return resource
+            "destroy_scheduled_duration": key.destroy_scheduled_duration,
+            "primary": self._version_resource(key, key.versions[key.primary]) if key.primary is not None else None,
+            "rotation_period": key.rotation_period,
+            "next_rotation_time": key.next_rotation_time,
+        }
+        return CryptoKey(**{name: value for name, value in fields.items() if value is not None})
 
     @staticmethod
     def _version_resource(key: _Key, version: _Version) -> CryptoKeyVersion:
-        resource = CryptoKeyVersion(
-            name=f"{key.name}/cryptoKeyVersions/{version.number}",
-            state=version.state,
-            protection_level=version.protection_level,
-            algorithm=Algorithm.GOOGLE_SYMMETRIC_ENCRYPTION,
-            create_time=version.create_time,
-            generate_time=version.create_time,
-        )
-        if version.destroy_time is not None:
-            resource.destroy_time = version.destroy_time
-        if version.destroy_event_time is not None:
-            resource.destroy_event_time = version.destroy_event_time
-        return resource
+        fields: dict[str, object] = {
+            "name": f"{key.name}/cryptoKeyVersions/{version.number}",
+            "state": version.state,
+            "protection_level": version.protection_level,
+            "algorithm": Algorithm.GOOGLE_SYMMETRIC_ENCRYPTION,
+            "create_time": version.create_time,
+            "generate_time": version.create_time,
+            "destroy_time": version.destroy_time,
+            "destroy_event_time": version.destroy_event_time,
+        }
+        return CryptoKeyVersion(**{name: value for name, value in fields.items() if value is not None})
 
 
 def _rotation_of(spec: CryptoKey, has_period: bool, has_next: bool) -> tuple[dt.timedelta | None, dt.datetime | None]:
-    period = spec.rotation_period if has_period else None
-    next_time = spec.next_rotation_time if has_next else None
+    period = _timedelta(spec.rotation_period) if has_period else None
+    next_time = _datetime(spec.next_rotation_time) if has_next else None
     _check_rotation(period, next_time)
     return period, next_time
 

@@ -29,6 +29,8 @@ TRANSIENT_CODES = frozenset(
     }
 )
 
+_TRANSIENT_HTTP = frozenset({429, 500, 502, 503, 504})
+
 # Cloud KMS's wording when a request checksum does not match its data.
 _CHECKSUM_RE = re.compile(r"The checksum in field \S+ did not match the data in field \S+")
 
@@ -74,9 +76,17 @@ def classify(exc: BaseException) -> ProviderError | None:
         return ProviderError(f"could not reach Google's token service: {exc}", transient=True, code="UNAVAILABLE")
     if isinstance(exc, auth_exceptions.RefreshError):
         transient = bool(getattr(exc, "retryable", False))
-        return ProviderError(f"could not refresh Google credentials: {exc}", transient=transient, code="UNAUTHENTICATED")
+        return ProviderError(
+            f"could not refresh Google credentials: {exc}", transient=transient, code="UNAUTHENTICATED"
+        )
     code = status_of(exc)
     if code is None:
+        if isinstance(exc, api_exceptions.GoogleAPICallError) and isinstance(exc.code, int):
+            # An HTTP-only error (no gRPC status): judge by the HTTP status.
+            transient = exc.code in _TRANSIENT_HTTP
+            return ProviderError(
+                f"Cloud KMS HTTP {exc.code}: {exc.message}", transient=transient, code=f"HTTP_{exc.code}"
+            )
         return None
     message = _message_of(exc)
     if code is grpc.StatusCode.INVALID_ARGUMENT and _CHECKSUM_RE.search(message):

@@ -177,7 +177,7 @@ class FakeGcpKms:
         handlers = {name: self._method_handler(name, getattr(self.kms, _snake(name))) for name in RPC_METHODS}
         return grpc.method_handlers_generic_handler(SERVICE_NAME, handlers)
 
-    def _method_handler(self, operation: str, implementation: Callable[[Any], Any]) -> grpc.RpcMethodHandler:
+    def _method_handler(self, operation: str, implementation: Callable[[Any], Any]) -> grpc.RpcMethodHandler[Any, Any]:
         # google-cloud-kms ships no service descriptor; the fake's own signatures name the official messages.
         hints = typing.get_type_hints(implementation)
         request_type, response_type = hints["request"], hints["return"]
@@ -221,11 +221,16 @@ class FakeGcpKms:
                 response.verified_plaintext_crc32c = False
                 response.verified_additional_authenticated_data_crc32c = False
             if self._faults.take("corrupt_response_crc"):
-                response.ciphertext_crc32c = (response.ciphertext_crc32c + 1) % 2**32
+                _corrupt(response, "ciphertext_crc32c")
         elif isinstance(response, DecryptResponse) and self._faults.take("corrupt_response_crc"):
-            response.plaintext_crc32c = (response.plaintext_crc32c + 1) % 2**32
+            _corrupt(response, "plaintext_crc32c")
         elif isinstance(response, GenerateRandomBytesResponse) and self._faults.take("corrupt_response_crc"):
-            response.data_crc32c = (response.data_crc32c + 1) % 2**32
+            _corrupt(response, "data_crc32c")
+
+
+def _corrupt(response: object, crc_field: str) -> None:
+    """Change a response checksum (an int at run time) so it no longer matches its data."""
+    setattr(response, crc_field, (getattr(response, crc_field) + 1) % 2**32)
 
 
 def _serialize(message: Any) -> bytes:
@@ -252,4 +257,3 @@ def _resource_of(request: Any) -> str:
 def start_fake(**options: Any) -> FakeGcpKms:
     """The ``register_fake_servers`` factory: start a fake with ``options`` (host, port, latency, faults)."""
     return FakeGcpKms(**options)
-

@@ -30,8 +30,8 @@ from kmsbox_gcp.names import SCHEME, CryptoKeyName, parse_kek_uri, version_id
 __all__ = ["GcpKekProvider", "crc32c", "open_gcp_kek"]
 
 T = TypeVar("T")
-I = TypeVar("I")
-R = TypeVar("R")
+ItemT = TypeVar("ItemT")
+ResultT = TypeVar("ResultT")
 
 # Cloud KMS has no batch API; a few calls in flight at once speed up batch forms.
 _BATCH_WORKERS = 8
@@ -186,7 +186,7 @@ class GcpKekProvider(BaseKekProvider):
 
     def close(self) -> None:
         """Close the client's gRPC channel."""
-        self._client.transport.close()
+        self._client.transport.close()  # type: ignore[no-untyped-call]  # gapic's close() is unannotated
 
     def _call(self, rpc: Callable[[float], T], *, decrypting: bool) -> T:
         """Run ``rpc(timeout)`` under the retry policy, keeping each timeout inside the deadline."""
@@ -207,7 +207,7 @@ class GcpKekProvider(BaseKekProvider):
         return call_with_retry(attempt, classify, self._policy)
 
     @staticmethod
-    def _parallel(call: Callable[[I], R], items: Sequence[I]) -> list[R]:
+    def _parallel(call: Callable[[ItemT], ResultT], items: Sequence[ItemT]) -> list[ResultT]:
         """``[call(item) for item in items]``, a few at a time; the first failure (in order) is raised."""
         if len(items) <= 1:
             return [call(item) for item in items]

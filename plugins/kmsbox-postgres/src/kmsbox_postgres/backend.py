@@ -14,7 +14,9 @@ transaction-level advisory lock.
 from __future__ import annotations
 
 import hashlib
+import os
 import re
+import threading
 from typing import Any
 from urllib.parse import unquote, urlsplit, urlunsplit
 
@@ -94,6 +96,7 @@ class PostgresBackend(SqlBackend):
         port = str(params.get("port") or "5432")
         self._location = f"{host}:{port}/{params.get('dbname') or params.get('user') or ''}"
         self._user = str(params.get("user") or "")
+        self._pid = os.getpid()
         self._connect_kwargs: dict[str, Any] = {}
         if "connect_timeout" not in params:
             self._connect_kwargs["connect_timeout"] = DEFAULT_CONNECT_TIMEOUT
@@ -122,6 +125,12 @@ class PostgresBackend(SqlBackend):
         return conn
 
     def _connection(self) -> Any:
+        if self._pid != os.getpid():
+            # A forked child must not use (or close) its parent's sessions: start afresh.
+            self._pid = os.getpid()
+            self._local = threading.local()
+            with self._conn_lock:
+                self._all_connections = []
         conn = getattr(self._local, "conn", None)
         if conn is not None and conn.closed:
             # The session was lost (server restart, pg_terminate_backend, network):

@@ -161,18 +161,24 @@ class VaultKekProvider(BaseKekProvider):
         data = body.get("data") if isinstance(body, dict) else None
         if not isinstance(data, dict) or not isinstance(data.get("latest_version"), int):
             raise ProviderError(f"{self._what}: Vault returned an unexpected key description", transient=False)
+        if self._derived is None:
+            self._derived = self._check_key(data)
         return data
 
+    def _check_key(self, data: dict[str, Any]) -> bool:
+        """Refuse keys kmsbox cannot use; return whether the key is derived (Vault never changes that)."""
+        key_type = data.get("type")
+        if key_type not in _AEAD_TYPES:
+            raise ConfigError(f"{self._what} is of type {key_type!r}; kmsbox needs an AEAD key such as aes256-gcm96")
+        if data.get("convergent_encryption"):
+            raise ConfigError(f"{self._what} uses convergent encryption; create a non-convergent key for kmsbox")
+        return bool(data.get("derived"))
+
     def _is_derived(self) -> bool:
-        """Whether the transit key derives per-context keys (read once: Vault never changes it)."""
+        """Whether the transit key derives per-context keys (learned from the first key read)."""
         if self._derived is None:
-            data = self._read_key()
-            key_type = data.get("type")
-            if key_type not in _AEAD_TYPES:
-                raise ConfigError(f"{self._what} is of type {key_type!r}; kmsbox needs an AEAD key such as aes256-gcm96")
-            if data.get("convergent_encryption"):
-                raise ConfigError(f"{self._what} uses convergent encryption; create a non-convergent key for kmsbox")
-            self._derived = bool(data.get("derived"))
+            self._read_key()
+        assert self._derived is not None
         return self._derived
 
     def _binding(self, context: Context) -> dict[str, str]:
@@ -198,7 +204,9 @@ class VaultKekProvider(BaseKekProvider):
 
     def _plaintext(self, value: Any) -> bytes:
         try:
-            return base64.b64decode(value, validate=True) if isinstance(value, str) else b""
+            if not isinstance(value, str):
+                raise ValueError("not a string")
+            return base64.b64decode(value, validate=True)
         except (binascii.Error, ValueError):
             raise ProviderError(f"{self._what}: Vault returned a malformed plaintext", transient=False) from None
 

@@ -19,7 +19,7 @@ SCHEME = "hcvault"
 DEFAULT_PORT = 8200
 _NAME_RE = re.compile(r"^\w(?:[\w.@-]*\w)?$")
 _MOUNT_SEGMENT_RE = re.compile(r"^[A-Za-z0-9_.@-]+$")
-_HOST_RE = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9.:-]*[A-Za-z0-9])?$")
+_HOST_RE = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?$|^[0-9A-Fa-f:.]*:[0-9A-Fa-f:.]*$")
 
 
 @dataclass(frozen=True, slots=True)
