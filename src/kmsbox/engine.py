@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 from kmsbox import format as fmt
-from kmsbox._crypto import Aead, random_key
+from kmsbox._crypto import NONCE_SIZE, TAG_SIZE, Aead, random_key
 from kmsbox.errors import IntegrityError, KeyUnavailable
 from kmsbox.kek import KekProvider, WrappedKey, open_kek
 from kmsbox.keys import KeyCache
@@ -45,6 +45,7 @@ class Envelope:
             raise ValueError("Envelope needs at least one KEK")
         self._keks: list[KekProvider] = [open_kek(k) if isinstance(k, str) else k for k in items]
         self._cache: KeyCache[tuple[bytes, Aead]] = cache or KeyCache()
+        self._header_len = 0
 
     def __repr__(self) -> str:
         return f"Envelope(kek={[k.uri for k in self._keks]!r})"
@@ -65,7 +66,7 @@ class Envelope:
         if slot is None:
             slot = self._new_data_key()
         header, aead = slot
-        nonce, ciphertext = aead.seal(bytes(data), header + fmt.encode_context(context))
+        nonce, ciphertext = aead.seal(bytes(data), header + fmt.encode_context_cached(context))
         return header + nonce + ciphertext
 
     def _new_data_key(self) -> tuple[bytes, Aead]:
@@ -75,6 +76,7 @@ class Envelope:
         slot = (header, Aead(key))
         self._cache.put(_ENCRYPT_SLOT, slot)
         self._cache.put(header, slot)
+        self._header_len = len(header)
         return slot
 
     def decrypt(self, blob: bytes, context: Mapping[str, str] | None = None) -> bytes:
@@ -83,11 +85,20 @@ class Envelope:
         Raises IntegrityError when the blob is malformed, altered or the context
         differs; KeyUnavailable when the KEK version that wrapped it is gone.
         """
+        end = self._header_len
+        if type(blob) is bytes and end and len(blob) >= end + NONCE_SIZE + TAG_SIZE:
+            # Hot path: headers are self-delimiting, so if the first ``end`` bytes equal
+            # a header already verified and cached, they are this blob's header.
+            header = blob[:end]
+            slot = self._cache.get(header)
+            if slot is not None:
+                return slot[1].open(blob[end : end + NONCE_SIZE], blob[end + NONCE_SIZE :], header + fmt.encode_context_cached(context))
         env = fmt.parse_message(blob)
         slot = self._cache.get(env.header)
         if slot is None:
             slot = self._cache.put(env.header, (env.header, self._unwrap(env)))
-        return slot[1].open(env.nonce, env.ciphertext, env.header + fmt.encode_context(context))
+        self._header_len = len(env.header)
+        return slot[1].open(env.nonce, env.ciphertext, env.header + fmt.encode_context_cached(context))
 
     def _unwrap(self, env: fmt.MessageEnvelope) -> Aead:
         unavailable: KeyUnavailable | None = None

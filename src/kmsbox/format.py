@@ -8,9 +8,10 @@ wrong. Also here: the canonical encoding of contexts used as associated data.
 
 from __future__ import annotations
 
+import json
 import struct
 import zlib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from kmsbox._crypto import KEY_SIZE, NONCE_SIZE, TAG_SIZE
@@ -29,6 +30,7 @@ __all__ = [
     "dek_aad",
     "encode_audit_record",
     "encode_context",
+    "encode_context_cached",
     "encode_local_wrap",
     "encode_message_header",
     "encode_secret",
@@ -57,6 +59,10 @@ def _fail() -> IntegrityError:
     return IntegrityError("malformed or unauthentic ciphertext")
 
 
+_context_memo: dict[tuple[tuple[str, str], ...], bytes] = {}
+_CONTEXT_MEMO_LIMIT = 4096
+
+
 def encode_context(context: Mapping[str, str] | None) -> bytes:
     """Canonical bytes of a context: entries sorted by key, each length-prefixed.
 
@@ -77,6 +83,21 @@ def encode_context(context: Mapping[str, str] | None) -> bytes:
     return b"".join(parts)
 
 
+def encode_context_cached(context: Mapping[str, str] | None) -> bytes:
+    """:func:`encode_context`, memoising recent contexts (associated data, not secrets)
+    keyed by their items in the order given; for the engine's hot path."""
+    if not context:
+        return b"\x00\x00"
+    memo_key = tuple(context.items())
+    cached = _context_memo.get(memo_key)
+    if cached is None:
+        cached = encode_context(context)
+        if len(_context_memo) >= _CONTEXT_MEMO_LIMIT:
+            _context_memo.clear()
+        _context_memo[memo_key] = cached
+    return cached
+
+
 def namespace_key_context(namespace: str, version: int) -> dict[str, str]:
     """The context a namespace key is wrapped under by a KEK."""
     return {"kmsbox:purpose": "namespace-key", "kmsbox:namespace": namespace, "kmsbox:key-version": str(version)}
@@ -87,21 +108,44 @@ def audit_key_context(version: int) -> dict[str, str]:
     return {"kmsbox:purpose": "audit-key", "kmsbox:key-version": str(version)}
 
 
+def _field(prefix: bytes, value: str) -> bytes:
+    data = value.encode("utf-8")
+    if len(data) > _MAX_CONTEXT_ITEM:
+        raise ValueError("a context key or value is longer than 65535 bytes")
+    return prefix + len(data).to_bytes(2, "big") + data
+
+
+# Pre-encoded keys, in sorted order, so these AADs equal encode_context() of the same
+# mapping without sorting on every call (they are on every put and get).
+_K_NAME = b"\x00\x04name"
+_K_NKV = b"\x00\x03nkv"
+_K_NS = b"\x00\x02ns"
+_K_V = b"\x00\x01v"
+
+
 def dek_aad(namespace: str, name: str, secret_version: int, namespace_key_version: int) -> bytes:
-    """Associated data binding a wrapped DEK to its row and namespace-key version."""
-    return b"KB\x01dek" + encode_context(
-        {"ns": namespace, "name": name, "v": str(secret_version), "nkv": str(namespace_key_version)}
+    """Associated data binding a wrapped DEK to its row and namespace-key version.
+
+    Equal to ``b"KB\\x01dek" + encode_context({"ns", "name", "v", "nkv"})``.
+    """
+    return (
+        b"KB\x01dek\x00\x04"
+        + _field(_K_NAME, name)
+        + _field(_K_NKV, str(namespace_key_version))
+        + _field(_K_NS, namespace)
+        + _field(_K_V, str(secret_version))
     )
 
 
 def value_aad(namespace: str, name: str, secret_version: int) -> bytes:
     """Associated data binding a value ciphertext to its namespace, name and version.
 
-    The namespace-key version is deliberately absent: rotating a namespace key
+    Equal to ``b"KB\\x01val" + encode_context({"ns", "name", "v"})``. The
+    namespace-key version is deliberately absent: rotating a namespace key
     rewraps the DEK without touching the value ciphertext. The DEK itself, bound
     by :func:`dek_aad`, is the value's key reference.
     """
-    return b"KB\x01val" + encode_context({"ns": namespace, "name": name, "v": str(secret_version)})
+    return b"KB\x01val\x00\x03" + _field(_K_NAME, name) + _field(_K_NS, namespace) + _field(_K_V, str(secret_version))
 
 
 # --- standalone engine messages ---------------------------------------------------
@@ -259,6 +303,10 @@ def parse_local_wrap(blob: bytes) -> tuple[bytes, bytes]:
 # --- audit events ---------------------------------------------------------------------
 
 
-def encode_audit_record(fields: Mapping[str, str]) -> bytes:
-    """Canonical bytes of one audit event, the input of its chain MAC."""
-    return b"KB\x01audit" + encode_context(fields)
+def encode_audit_record(fields: Sequence[object]) -> bytes:
+    """Canonical bytes of one audit event, the input of its chain MAC.
+
+    ``fields`` is the event's values in a fixed order (strings, numbers, None and
+    string-keyed mappings), encoded as compact JSON with sorted keys.
+    """
+    return b"KB\x01audit" + json.dumps(list(fields), separators=(",", ":"), sort_keys=True, ensure_ascii=False).encode("utf-8")

@@ -40,7 +40,7 @@ class _Entry(Generic[V]):
 
 
 class KeyCache(Generic[V]):
-    """An LRU cache of unwrapped keys, bounded by age, uses per entry and entries.
+    """A cache of unwrapped keys, bounded by age, uses per entry and entries.
 
     ``max_age`` is in seconds; an entry older than it, or used ``max_uses`` times,
     is dropped and the next lookup misses (and so calls the KEK again). Thread-safe.
@@ -70,25 +70,31 @@ class KeyCache(Generic[V]):
     def __len__(self) -> int:
         return len(self._entries)
 
+    def __bool__(self) -> bool:
+        # An empty cache is still a cache: `cache or KeyCache()` must keep the caller's.
+        return True
+
     def get(self, key: Hashable) -> V | None:
         """Return the cached value and count one use, or None on a miss."""
-        with self._lock:
-            entry = self._entries.get(key)
-            if entry is None:
-                self.stats.misses += 1
-                return None
-            if entry.uses >= self.max_uses or self._clock() - entry.created >= self.max_age:
-                del self._entries[key]
-                self.stats.evictions += 1
-                self.stats.misses += 1
-                return None
-            entry.uses += 1
-            self._entries.move_to_end(key)
-            self.stats.hits += 1
-            return entry.value
+        # Lock-free hit path (a dict read is atomic under the GIL); the lock guards
+        # eviction and insertion. Entries leave in insertion order when full.
+        entry = self._entries.get(key)
+        if entry is None:
+            self.stats.misses += 1
+            return None
+        if entry.uses >= self.max_uses or self._clock() - entry.created >= self.max_age:
+            with self._lock:
+                if self._entries.get(key) is entry:
+                    del self._entries[key]
+                    self.stats.evictions += 1
+            self.stats.misses += 1
+            return None
+        entry.uses += 1
+        self.stats.hits += 1
+        return entry.value
 
     def put(self, key: Hashable, value: V) -> V:
-        """Cache ``value`` under ``key`` (evicting the least recently used if full)."""
+        """Cache ``value`` under ``key`` (evicting the oldest entries if full)."""
         with self._lock:
             self._entries[key] = _Entry(value, self._clock())
             self._entries.move_to_end(key)

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 from kmsbox_aws import AwsKmsKekProvider
+from kmsbox_aws.provider import ALIAS_CONTEXT_KEY
 
 from kmsbox.errors import ConfigError, IntegrityError, KeyUnavailable, ProviderError
 from kmsbox.kek import WrappedKey, open_kek
@@ -155,20 +156,46 @@ def test_non_string_context_is_type_error(kek: AwsKmsKekProvider) -> None:
         kek.wrap(os.urandom(32), {"n": 1})  # type: ignore[dict-item]
 
 
-def test_alias_rotation_makes_a_new_version(alias_kek: AwsKmsKekProvider, aws_fake: Any) -> None:
+def test_alias_rotation_makes_a_new_version_and_old_ones_still_unwrap(
+    alias_kek: AwsKmsKekProvider, aws_fake: Any, kms: Any
+) -> None:
     key = os.urandom(32)
     old = alias_kek.wrap(key, CONTEXT)
     new_version = aws_fake.rotate_key(alias_kek.uri)
     assert new_version != old.key_version and alias_kek.primary_version() == new_version
-    # Through the alias only its current key can decrypt...
+    # The key the alias used to name still unwraps through the alias URI, like an older KEK version...
+    assert alias_kek.version_available(old.key_version) is True
+    assert alias_kek.unwrap(old, CONTEXT) == key
+    # ...and rewrap moves the wrapped key to the new one inside KMS.
+    aws_fake.faults.reset_counts()
+    moved = alias_kek.rewrap(old, CONTEXT)
+    assert moved.key_version == new_version and aws_fake.faults.calls == {"ReEncrypt": 1}
+    assert alias_kek.unwrap(moved, CONTEXT) == key
+    # Once the old key is disabled, its version is unavailable.
+    kms.disable_key(KeyId=old.key_version)
     assert alias_kek.version_available(old.key_version) is False
-    with pytest.raises(KeyUnavailable, match="no longer the key behind"):
+    with pytest.raises(KeyUnavailable):
         alias_kek.unwrap(old, CONTEXT)
-    # ...and the old key, configured by its own ARN, still can: the documented migration path.
-    old_key = open_kek("aws-kms://" + old.key_version)
-    assert old_key.unwrap(WrappedKey(old_key.uri, old.key_version, old.ciphertext), CONTEXT) == key
-    assert alias_kek.wrap(key, CONTEXT).key_version == new_version
-    old_key.close()
+
+
+def test_alias_wraps_are_bound_to_the_alias(alias_kek: AwsKmsKekProvider, kms: Any) -> None:
+    key = os.urandom(32)
+    wrapped = alias_kek.wrap(key, CONTEXT)
+    # The alias ARN is part of the encryption context...
+    with pytest.raises(ClientError) as info:
+        kms.decrypt(CiphertextBlob=wrapped.ciphertext, EncryptionContext=CONTEXT, KeyId=wrapped.key_version)
+    assert _error_code(info) == "InvalidCiphertextException"
+    bound = {**CONTEXT, ALIAS_CONTEXT_KEY: alias_kek.arn}
+    assert kms.decrypt(CiphertextBlob=wrapped.ciphertext, EncryptionContext=bound)["Plaintext"] == key
+    # ...so another alias of the very same key cannot unwrap it.
+    second = alias_kek.arn + "-second"
+    kms.create_alias(AliasName="alias/" + second.split(":alias/")[1], TargetKeyId=wrapped.key_version)
+    other = open_kek("aws-kms://" + second)
+    with pytest.raises(IntegrityError):
+        other.unwrap(WrappedKey(other.uri, wrapped.key_version, wrapped.ciphertext), CONTEXT)
+    with pytest.raises(ValueError, match="reserved"):
+        alias_kek.wrap(key, {ALIAS_CONTEXT_KEY: "x"})
+    other.close()
 
 
 def test_key_arn_rotation_keeps_the_version(own_kek: AwsKmsKekProvider, aws_fake: Any, kms: Any) -> None:

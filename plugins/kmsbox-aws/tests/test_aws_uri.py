@@ -93,3 +93,9 @@ def test_malformed_endpoint_setting_is_config_error(monkeypatch: pytest.MonkeyPa
 def test_plugin_registers_scheme_and_fake() -> None:
     assert kek_factories()["aws-kms"].plugin == "aws"
     assert fake_servers()["aws"].plugin == "aws"
+
+
+def test_unknown_profile_is_config_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AWS_PROFILE", "kmsbox-no-such-profile")
+    with pytest.raises(ConfigError, match="kmsbox-no-such-profile"):
+        open_kek(f"aws-kms://{KEY_ARN}")

@@ -484,3 +484,14 @@ def test_fake_creates_and_rotates_keys(fake: FakeGcpKms, kms_client: KeyManageme
     assert fake.create_key(parse_kek_uri(uri).crypto_key) == uri  # idempotent
     assert fake.rotate_key(uri) == "2"
     assert kms_client.get_crypto_key(name=parse_kek_uri(uri).path).primary.name.endswith("/cryptoKeyVersions/2")
+
+
+def test_fake_on_a_taken_port_raises_oserror(fake: FakeGcpKms) -> None:
+    port = int(fake.endpoint.rsplit(":", 1)[1])
+    try:
+        intruder = start_fake(port=port)
+    except OSError as exc:
+        assert "could not bind" in str(exc)
+    else:
+        intruder.stop()  # so a failure here cannot steal the session fake's calls
+        pytest.fail("a second fake bound the session fake's port")

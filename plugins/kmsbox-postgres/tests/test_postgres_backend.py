@@ -12,14 +12,14 @@ from typing import Any
 import psycopg
 import psycopg.errors
 import pytest
+from kmsbox_postgres import PostgresBackend
+from kmsbox_postgres.testing import with_query
 
 from kmsbox.errors import ConfigError, ConflictError, StorageError
 from kmsbox.storage import StorageBackend, open_storage
 from kmsbox.storage.migrations import SCHEMA_VERSION
 from kmsbox.storage.sql import SqlBackend
 from kmsbox.testing.storage_conformance import StorageBackendConformance, secret_row, version_row
-from kmsbox_postgres import PostgresBackend
-from kmsbox_postgres.testing import with_query
 
 pytestmark = pytest.mark.postgres
 
@@ -184,6 +184,18 @@ def test_password_is_not_shown(postgres_url: str, admin: psycopg.Connection[Any]
         assert PASSWORD not in _error_texts(caught.value)
     finally:
         backend.close()
+
+
+def test_password_parameter_is_not_shown(postgres_url: str) -> None:
+    backend = open_storage(with_query(postgres_url, f"password={PASSWORD}"))
+    try:
+        assert PASSWORD not in backend.url + repr(backend) + str(backend.describe())
+    finally:
+        backend.close()
+    bad = f"postgresql://127.0.0.1:{_free_port()}/test?password={PASSWORD}&connect_timeout=3"
+    with pytest.raises(ConfigError) as caught:
+        open_storage(bad)
+    assert PASSWORD not in _error_texts(caught.value)
 
 
 # --- connections ---------------------------------------------------------------------------------

@@ -51,5 +51,9 @@ class TestVaultReadyKey(KekProviderConformance):
         return open_vault_key(uri=fake_vault.kek_uri)
 
     @pytest.fixture
+    def other_kek(self, open_vault_key: Callable[..., KekProvider]) -> KekProvider:
+        return open_vault_key(derived=True)
+
+    @pytest.fixture
     def fake(self, fake_vault: Any) -> Any:
         return fake_vault

@@ -13,10 +13,10 @@ import hvac
 import hvac.exceptions as hvac_exc
 import pytest
 import requests
-
-from kmsbox.testing.fakes import FakeServer
 from kmsbox_vault.fake import READY_KEY, start_vault_fake
 from kmsbox_vault.fake_transit import ERR_DERIVATION, ERR_TOO_OLD
+
+from kmsbox.testing.fakes import FakeServer
 
 MOUNT = "transit"
 
@@ -152,7 +152,10 @@ def test_rotate_then_decrypt_old_and_rewrap_bumps_version(vault_client: hvac.Cli
     assert base64.b64decode(transit.decrypt_data(name=key_name, ciphertext=old)["data"]["plaintext"]) == b"secret"
     rewrapped = transit.rewrap_data(name=key_name, ciphertext=old)["data"]
     assert rewrapped["ciphertext"].startswith("vault:v2:") and rewrapped["key_version"] == 2
-    assert base64.b64decode(transit.decrypt_data(name=key_name, ciphertext=rewrapped["ciphertext"])["data"]["plaintext"]) == b"secret"
+    assert (
+        base64.b64decode(transit.decrypt_data(name=key_name, ciphertext=rewrapped["ciphertext"])["data"]["plaintext"])
+        == b"secret"
+    )
 
 
 def test_rewrap_ignores_associated_data_as_vault_does(vault_client: hvac.Client, key_name: str) -> None:
@@ -211,9 +214,7 @@ def test_trim_deletes_old_versions_for_good(vault_client: hvac.Client, key_name:
     transit.rotate_key(name=key_name)
     with pytest.raises(hvac_exc.InvalidRequest) as refused:
         transit.trim_key(name=key_name, min_version=2)
-    assert errors_of(refused) == [
-        "minimum available version cannot be set when minimum encryption version is not set"
-    ]
+    assert errors_of(refused) == ["minimum available version cannot be set when minimum encryption version is not set"]
     transit.update_key_configuration(name=key_name, min_decryption_version=2)
     transit.update_key_configuration(name=key_name, min_encryption_version=2)  # hvac refuses both in one call
     transit.trim_key(name=key_name, min_version=2)
@@ -255,7 +256,9 @@ def test_derived_keys_need_and_bind_the_context(vault_client: hvac.Client, key_n
     with pytest.raises(hvac_exc.InvalidRequest) as info:
         transit.encrypt_data(name=key_name, plaintext=b64(b"x"))
     assert errors_of(info) == [ERR_DERIVATION]
-    ciphertext = transit.encrypt_data(name=key_name, plaintext=b64(b"x"), context=b64(b"tenant-1"))["data"]["ciphertext"]
+    ciphertext = transit.encrypt_data(name=key_name, plaintext=b64(b"x"), context=b64(b"tenant-1"))["data"][
+        "ciphertext"
+    ]
     with pytest.raises(hvac_exc.InvalidRequest) as wrong:
         transit.decrypt_data(name=key_name, ciphertext=ciphertext, context=b64(b"tenant-2"))
     assert errors_of(wrong) == ["cipher: message authentication failed"]
@@ -293,7 +296,9 @@ def test_random_bytes_in_both_places_and_formats(vault_client: hvac.Client) -> N
     raw = vault_client.secrets.transit.generate_random_bytes(n_bytes=24)["data"]["random_bytes"]
     assert len(base64.b64decode(raw)) == 24
     # hvac has no sys/tools helpers: go through its adapter.
-    hexed = vault_client.adapter.post("/v1/sys/tools/random", json={"bytes": 16, "format": "hex"})["data"]["random_bytes"]
+    hexed = vault_client.adapter.post("/v1/sys/tools/random", json={"bytes": 16, "format": "hex"})["data"][
+        "random_bytes"
+    ]
     assert len(bytes.fromhex(hexed)) == 16
     by_path = vault_client.adapter.post("/v1/sys/tools/random/8", json={"format": "base64"})["data"]["random_bytes"]
     assert len(base64.b64decode(by_path)) == 8
@@ -304,7 +309,9 @@ def test_random_bytes_in_both_places_and_formats(vault_client: hvac.Client) -> N
 def test_hash_in_both_places(vault_client: hvac.Client) -> None:
     digest = vault_client.secrets.transit.hash_data(hash_input=b64(b"abc"), algorithm="sha2-512")["data"]["sum"]
     assert digest == hashlib.sha512(b"abc").hexdigest()
-    summed = vault_client.adapter.post("/v1/sys/tools/hash", json={"input": b64(b"abc"), "format": "base64"})["data"]["sum"]
+    summed = vault_client.adapter.post("/v1/sys/tools/hash", json={"input": b64(b"abc"), "format": "base64"})["data"][
+        "sum"
+    ]
     assert summed == b64(hashlib.sha256(b"abc").digest())
     with pytest.raises(hvac_exc.InvalidRequest) as info:
         vault_client.adapter.post("/v1/sys/tools/hash/md5", json={"input": b64(b"abc")})
@@ -320,7 +327,9 @@ def test_hmac_and_verify(vault_client: hvac.Client, key_name: str) -> None:
         f"/v1/{MOUNT}/verify/{key_name}/sha2-384", json={"input": b64(b"msg"), "hmac": mac}
     )
     assert verify["data"]["valid"] is True
-    forged = vault_client.adapter.post(f"/v1/{MOUNT}/verify/{key_name}/sha2-384", json={"input": b64(b"x"), "hmac": mac})
+    forged = vault_client.adapter.post(
+        f"/v1/{MOUNT}/verify/{key_name}/sha2-384", json={"input": b64(b"x"), "hmac": mac}
+    )
     assert forged["data"]["valid"] is False
 
 
@@ -384,7 +393,9 @@ def test_fault_kinds_answer_with_vaults_codes(
 ) -> None:
     fake_vault.faults.configure(rate=1.0, kind=kind, count=1)
     raw = requests.post(
-        f"{fake_vault.address}/v1/{MOUNT}/encrypt/{READY_KEY}", headers={"X-Vault-Token": fake_vault.root_token}, timeout=5
+        f"{fake_vault.address}/v1/{MOUNT}/encrypt/{READY_KEY}",
+        headers={"X-Vault-Token": fake_vault.root_token},
+        timeout=5,
     )
     assert raw.status_code == status and raw.headers["Content-Type"] == "application/json"
     fake_vault.faults.configure(rate=1.0, kind=kind, count=1)
@@ -420,7 +431,9 @@ def test_concurrent_clients(fake_vault: Any, key_name: str) -> None:
         try:
             for _ in range(10):
                 ct = client.secrets.transit.encrypt_data(name=key_name, plaintext=b64(b"x"))["data"]["ciphertext"]
-                assert client.secrets.transit.decrypt_data(name=key_name, ciphertext=ct)["data"]["plaintext"] == b64(b"x")
+                assert client.secrets.transit.decrypt_data(name=key_name, ciphertext=ct)["data"]["plaintext"] == b64(
+                    b"x"
+                )
         except BaseException as exc:  # collected and asserted below
             failures.append(exc)
 

@@ -8,10 +8,10 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from kmsbox_vault.fake import start_vault_fake
 
 from kmsbox.errors import ProviderError
 from kmsbox.kek import KekProvider, open_kek
-from kmsbox_vault.fake import start_vault_fake
 
 CONTEXT = {"kmsbox:namespace": "faults"}
 

@@ -13,10 +13,10 @@ from typing import Any
 import hvac
 import hvac.exceptions as hvac_exc
 import pytest
+from kmsbox_vault import provider as provider_module
 
 from kmsbox.errors import ConfigError, IntegrityError, KeyUnavailable, ProviderError
 from kmsbox.kek import KekProvider, WrappedKey, open_kek
-from kmsbox_vault import provider as provider_module
 
 CONTEXT = {"kmsbox:namespace": "tests", "kmsbox:key-version": "1"}
 
@@ -36,7 +36,7 @@ def test_wrap_many_uses_one_batch_encrypt(fake_vault: Any, open_vault_key: Calla
     fake_vault.faults.reset_counts()
     keys = [os.urandom(32) for _ in range(5)]
     wrapped = kek.wrap_many(list(zip(keys, contexts(5), strict=True)))
-    assert fake_vault.faults.calls == {"keys.read": 1, "encrypt": 1}
+    assert fake_vault.faults.calls == {"encrypt": 1}
     assert kek.unwrap_many(list(zip(wrapped, contexts(5), strict=True))) == keys
     assert fake_vault.faults.calls["decrypt"] == 1
 
@@ -318,4 +318,16 @@ def test_wrong_size_batch_from_vault_is_a_permanent_error(canned_vault: Callable
     kek = open_kek(canned_vault(200, "application/json", json.dumps(reply).encode()))
     with pytest.raises(ProviderError, match="wrong size"):
         kek.wrap_many([(os.urandom(32), CONTEXT)])
+    kek.close()
+
+
+def test_a_vault_that_ignores_associated_data_fails_closed(canned_vault: Callable[[int, str, bytes], str]) -> None:
+    reply = {
+        "data": {"type": "aes256-gcm96", "latest_version": 1, "derived": False, "ciphertext": "vault:v1:AAAA"},
+        "warnings": ["Endpoint ignored these unrecognized parameters: [associated_data]"],
+    }
+    kek = open_kek(canned_vault(200, "application/json", json.dumps(reply).encode()))
+    with pytest.raises(ProviderError) as info:
+        kek.wrap(os.urandom(32), CONTEXT)
+    assert info.value.code == "unsupported" and info.value.transient is False
     kek.close()

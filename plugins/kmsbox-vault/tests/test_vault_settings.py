@@ -5,11 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from kmsbox_vault.settings import settings_from_env
+from kmsbox_vault.uri import parse_key_uri
 
 from kmsbox.errors import ConfigError
 from kmsbox.kek import open_kek
-from kmsbox_vault.settings import settings_from_env
-from kmsbox_vault.uri import parse_key_uri
 
 GOOD = "hcvault://vault.example.com:8200/transit/keys/app"
 
@@ -50,7 +50,13 @@ def test_credentials_in_the_uri_are_not_echoed() -> None:
 
 def test_uri_parts_and_nested_mounts() -> None:
     ref = parse_key_uri("hcvault://vault.example.com/team/transit/keys/app.v2@prod")
-    assert (ref.host, ref.port, ref.mount, ref.name, ref.tls) == ("vault.example.com", 8200, "team/transit", "app.v2@prod", None)
+    assert (ref.host, ref.port, ref.mount, ref.name, ref.tls) == (
+        "vault.example.com",
+        8200,
+        "team/transit",
+        "app.v2@prod",
+        None,
+    )
     assert parse_key_uri("hcvault://10.0.0.1:8300/transit/keys/k?tls=false").tls is False
     assert parse_key_uri("hcvault://[::1]:8200/transit/keys/k").hostport == "[::1]:8200"
 

@@ -175,7 +175,7 @@ class Transaction(Protocol):
         ...
 
     def namespaces(self) -> list[str]:
-        """Every namespace that has a secret or a key."""
+        """Every namespace that has a key (every namespace with a secret has one)."""
         ...
 
     def versions_under_key(
@@ -199,6 +199,10 @@ class Transaction(Protocol):
 
     def insert_namespace_key(self, row: NamespaceKeyRow) -> None:
         """Insert a namespace-key version and its wraps; ConflictError if it exists."""
+        ...
+
+    def active_namespace_key_version(self, namespace: str) -> int | None:
+        """The active namespace-key version (the newest if several), or None."""
         ...
 
     def set_namespace_key_status(self, namespace: str, version: int, status: str, at: float) -> None:

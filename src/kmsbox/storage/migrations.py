@@ -72,12 +72,9 @@ MIGRATIONS: list[list[str]] = [
             mac {blob} NOT NULL
         )""",
         "CREATE INDEX kmsbox_audit_by_name ON kmsbox_audit_events (namespace, name, seq)",
-        """CREATE TABLE kmsbox_audit_head (
-            id INTEGER PRIMARY KEY,
-            seq {bigint} NOT NULL,
-            mac {blob} NOT NULL
-        )""",
-        "INSERT INTO kmsbox_audit_head (id, seq, mac) VALUES (1, 0, {empty_blob})",
+        # One row that appenders lock (FOR UPDATE) so the chain grows one event at a time.
+        "CREATE TABLE kmsbox_audit_head (id INTEGER PRIMARY KEY)",
+        "INSERT INTO kmsbox_audit_head (id) VALUES (1)",
         """CREATE TABLE kmsbox_jobs (
             job_id TEXT PRIMARY KEY,
             kind TEXT NOT NULL,

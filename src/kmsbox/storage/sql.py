@@ -10,7 +10,7 @@ import json
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,6 +32,7 @@ _SECRET_COLUMNS = (
     "namespace, name, version, status, created_at, updated_at, expires_at, category, description, labels, "
     "access_count, last_accessed_at, row_version"
 )
+_SECRET_COLUMNS_S = ", ".join(f"s.{c.strip()}" for c in _SECRET_COLUMNS.split(","))
 _VERSION_META = "namespace, name, version, namespace_key_version, created_at"
 _AUDIT_COLUMNS = (
     "seq, time, namespace, name, secret_version, action, result, actor, context, detail, audit_key_version, mac"
@@ -137,7 +138,7 @@ class SqlTransaction:
         self, namespace: str, name: str, version: int | None
     ) -> tuple[SecretRow, SecretVersionRow | None] | None:
         """Metadata and one version in one statement."""
-        cols = ", ".join(f"s.{c.strip()}" for c in _SECRET_COLUMNS.split(","))
+        cols = _SECRET_COLUMNS_S
         version_expr = "s.version" if version is None else "?"
         params: tuple[Any, ...] = (namespace, name) if version is None else (version, namespace, name)
         row = self._q(
@@ -178,8 +179,10 @@ class SqlTransaction:
     def update_secret(self, row: SecretRow, expected_row_version: int) -> None:
         """Compare-and-set on ``row_version``."""
         cur = self._q(
+            # access_count and last_accessed_at are written only by record_access, so a
+            # concurrent read's count is never overwritten by a stale row.
             "UPDATE kmsbox_secrets SET version = ?, status = ?, updated_at = ?, expires_at = ?, category = ?, "
-            "description = ?, labels = ?, access_count = ?, last_accessed_at = ?, row_version = ? "
+            "description = ?, labels = ?, row_version = ? "
             "WHERE namespace = ? AND name = ? AND row_version = ?",
             (
                 row.version,
@@ -189,8 +192,6 @@ class SqlTransaction:
                 row.category,
                 row.description,
                 json.dumps(row.labels, sort_keys=True),
-                row.access_count,
-                row.last_accessed_at,
                 row.row_version,
                 row.namespace,
                 row.name,
@@ -294,7 +295,7 @@ class SqlTransaction:
         return [_secret(r) for r in rows]
 
     def namespaces(self) -> list[str]:
-        """Namespaces with keys (every namespace with a secret has a key)."""
+        """Namespaces that have a key (a secret is only ever written after its namespace has one)."""
         rows = self._q("SELECT DISTINCT namespace FROM kmsbox_namespace_keys ORDER BY namespace").fetchall()
         return [r[0] for r in rows]
 
@@ -334,22 +335,21 @@ class SqlTransaction:
     # --- namespace keys ----------------------------------------------------------------
 
     def namespace_keys(self, namespace: str) -> list[NamespaceKeyRow]:
-        """Key versions with their wraps."""
-        keys = {
-            int(r[0]): NamespaceKeyRow(namespace, int(r[0]), r[1], float(r[2]), float(r[3]))
-            for r in self._q(
-                "SELECT version, status, created_at, updated_at FROM kmsbox_namespace_keys WHERE namespace = ? "
-                "ORDER BY version",
-                (namespace,),
-            ).fetchall()
-        }
+        """Key versions with their wraps, in one statement (no torn read under READ COMMITTED)."""
+        keys: dict[int, NamespaceKeyRow] = {}
         for r in self._q(
-            "SELECT version, kek_uri, kek_version, ciphertext FROM kmsbox_namespace_key_wraps WHERE namespace = ? "
-            "ORDER BY version, created_at, kek_uri",
+            "SELECT k.version, k.status, k.created_at, k.updated_at, w.kek_uri, w.kek_version, w.ciphertext "
+            "FROM kmsbox_namespace_keys k LEFT JOIN kmsbox_namespace_key_wraps w "
+            "ON w.namespace = k.namespace AND w.version = k.version "
+            "WHERE k.namespace = ? ORDER BY k.version, w.created_at, w.kek_uri",
             (namespace,),
         ).fetchall():
-            if int(r[0]) in keys:
-                keys[int(r[0])].wraps.append(WrappedKey(r[1], r[2], bytes(r[3])))
+            version = int(r[0])
+            row = keys.get(version)
+            if row is None:
+                row = keys[version] = NamespaceKeyRow(namespace, version, r[1], float(r[2]), float(r[3]))
+            if r[4] is not None:
+                row.wraps.append(WrappedKey(r[4], r[5], bytes(r[6])))
         return list(keys.values())
 
     def insert_namespace_key(self, row: NamespaceKeyRow) -> None:
@@ -361,6 +361,13 @@ class SqlTransaction:
         )
         for wrapped in row.wraps:
             self.put_wrap(row.namespace, row.version, wrapped, row.created_at)
+
+    def active_namespace_key_version(self, namespace: str) -> int | None:
+        """The active namespace-key version (the newest if several), or None."""
+        row = self._q(
+            "SELECT MAX(version) FROM kmsbox_namespace_keys WHERE namespace = ? AND status = 'active'", (namespace,)
+        ).fetchone()
+        return None if row is None or row[0] is None else int(row[0])
 
     def set_namespace_key_status(self, namespace: str, version: int, status: str, at: float) -> None:
         """Change a key version's status."""
@@ -396,11 +403,14 @@ class SqlTransaction:
     # --- audit ---------------------------------------------------------------------------
 
     def audit_head(self) -> tuple[int, bytes]:
-        """The chain head, locked until commit."""
-        row = self._q(f"SELECT seq, mac FROM kmsbox_audit_head WHERE id = 1{self._d.for_update}").fetchone()
-        if row is None:
-            raise StorageError("audit chain head row is missing")
-        return int(row[0]), bytes(row[1])
+        """The last event's sequence number and MAC, with the chain locked until commit."""
+        if self._d.for_update:
+            # Engines with row locks serialise appenders on the head row; SQLite's
+            # write transaction already does.
+            if self._q(f"SELECT id FROM kmsbox_audit_head WHERE id = 1{self._d.for_update}").fetchone() is None:
+                raise StorageError("audit chain head row is missing")
+        row = self._q("SELECT seq, mac FROM kmsbox_audit_events ORDER BY seq DESC LIMIT 1").fetchone()
+        return (0, b"") if row is None else (int(row[0]), bytes(row[1]))
 
     def append_audit(self, row: AuditRow) -> None:
         """Insert an event and move the head."""
@@ -422,7 +432,6 @@ class SqlTransaction:
             ),
             "audit event",
         )
-        self._q("UPDATE kmsbox_audit_head SET seq = ?, mac = ? WHERE id = 1", (row.seq, row.mac))
 
     def list_audit(self, filters: AuditFilter, after_seq: int, limit: int) -> list[AuditRow]:
         """A filtered page of events."""
@@ -491,7 +500,11 @@ class SqlBackend(ABC):
         self._all_connections: list[Any] = []
         self._conn_lock = threading.Lock()
         self._closed = False
-        self._migrate()
+        try:
+            self._migrate()
+        except BaseException:
+            self.close()  # a store that fails to open must not leave its connection open
+            raise
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.describe()!r})"
@@ -568,13 +581,13 @@ class SqlBackend(ABC):
         finally:
             self._local.active = False
 
-    def transaction(self) -> Iterator[SqlTransaction]:  # type: ignore[misc]
+    def transaction(self) -> AbstractContextManager[SqlTransaction]:
         """A write transaction (see StorageBackend)."""
-        return self._tx(True)  # type: ignore[return-value]
+        return self._tx(True)
 
-    def read(self) -> Iterator[SqlTransaction]:  # type: ignore[misc]
+    def read(self) -> AbstractContextManager[SqlTransaction]:
         """A read-only transaction."""
-        return self._tx(False)  # type: ignore[return-value]
+        return self._tx(False)
 
     def _migrate(self) -> None:
         with self._tx(True) as tx:

@@ -117,19 +117,19 @@ class AuditVerification:
 
 def _mac_input(row: AuditRow) -> bytes:
     return fmt.encode_audit_record(
-        {
-            "seq": str(row.seq),
-            "time": repr(float(row.time)),
-            "namespace": json.dumps(row.namespace),
-            "name": json.dumps(row.name),
-            "secret_version": json.dumps(row.secret_version),
-            "action": row.action,
-            "result": row.result,
-            "actor": json.dumps(row.actor),
-            "context": json.dumps(row.context, sort_keys=True),
-            "detail": json.dumps(row.detail, sort_keys=True),
-            "audit_key_version": str(row.audit_key_version),
-        }
+        [
+            row.seq,
+            repr(float(row.time)),
+            row.namespace,
+            row.name,
+            row.secret_version,
+            row.action,
+            row.result,
+            row.actor,
+            row.context,
+            row.detail,
+            row.audit_key_version,
+        ]
     )
 
 
@@ -242,10 +242,7 @@ class AuditLog:
             if len(rows) < _BATCH or len(problems) >= 100:
                 break
             after = rows[-1].seq
-        with self._backend.read() as tx:
-            head_seq, head_mac = tx.audit_head()
-        if head_seq != expected_seq - 1 or (checked and not constant_time_equal(head_mac, prev_mac)):
-            problems.append(f"chain head (event {head_seq}) does not match the last event ({expected_seq - 1})")
+        head_seq = expected_seq - 1
         if not checkpoint_seen and checkpoint is not None:
             problems.append(f"event {checkpoint.seq} from the checkpoint is gone: the log was truncated")
         return AuditVerification(not problems, checked, head_seq, problems)

@@ -133,8 +133,11 @@ def load_settings(
         raise ConfigError(f"config file {path}: [store] max_value_size must be an integer from 1 to 67108864")
     cache: dict[str, float] = {}
     for key, value in cache_section.items():
-        if not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0:
-            raise ConfigError(f"config file {path}: [cache] {key} must be a positive number")
+        # max_uses and max_entries are counts: a fraction would truncate (0.5 -> 0) past this check.
+        kinds = (int, float) if key == "max_age" else (int,)
+        if not isinstance(value, kinds) or isinstance(value, bool) or value <= 0:
+            what = "a positive number" if key == "max_age" else "a positive integer"
+            raise ConfigError(f"config file {path}: [cache] {key} must be {what}")
         cache[key] = float(value)
     return StoreSettings(chosen_url, keks, reads, max_value, cache, source)
 

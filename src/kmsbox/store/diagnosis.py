@@ -240,16 +240,20 @@ class DiagnosisMixin:
                 report.done.append(f"rewrapped {job.processed} namespace-key wraps")
         for ns in namespaces:
             ns_codes = {i.code for i in diagnosis.issues if i.namespace == ns}
+            steps: list[tuple[str, Callable[[], str]]] = []
             if ns_codes & {"pending_rewrap", "unused_key"}:
-                report.planned.append(f"rewrap DEKs of {ns} to its active key")
-                if not dry_run:
-                    job = self.rewrap_deks(ns)
-                    report.done.append(f"rewrapped {job.processed} DEKs in {ns}")
+                steps.append((f"rewrap DEKs of {ns}", lambda ns=ns: f"rewrapped {self.rewrap_deks(ns).processed} DEKs in {ns}"))
             if "compromised_key_in_use" in ns_codes:
-                report.planned.append(f"re-encrypt {ns} off its compromised key")
-                if not dry_run:
-                    job = self.reencrypt(ns)
-                    report.done.append(f"re-encrypted {job.processed} secret versions in {ns}")
+                steps.append((f"re-encrypt {ns}", lambda ns=ns: f"re-encrypted {self.reencrypt(ns).processed} secret versions in {ns}"))
+            for what, step in steps:
+                report.planned.append(f"{what} to its active key" if what.startswith("rewrap") else f"{what} off its compromised key")
+                if dry_run:
+                    continue
+                try:
+                    report.done.append(step())
+                except KeyUnavailable as exc:
+                    # A key no KEK can open must not block the rest (nor the confirmed deletion).
+                    report.done.append(f"skipped {what}: {exc}")
         doomed = [i for i in diagnosis.issues if i.destructive and i.secret is not None]
         dead_keys = [i for i in diagnosis.issues if i.code in ("namespace_key_unavailable", "missing_namespace_key") and i.namespace]
         for issue in doomed:

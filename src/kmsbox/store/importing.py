@@ -80,6 +80,8 @@ def parse_json_secrets(text: str) -> list[tuple[str, str]]:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
         raise ValueError(f"JSON is malformed at line {exc.lineno} column {exc.colno}") from None
+    except RecursionError:
+        raise ValueError("JSON is nested too deeply") from None
     if not isinstance(data, dict):
         raise ValueError("JSON import must be an object mapping names to string values")
     pairs: list[tuple[str, str]] = []

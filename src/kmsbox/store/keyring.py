@@ -46,6 +46,7 @@ class NamespaceKeyring:
         self.keks = list(keks)
         self.cache = cache
         self._by_uri = {k.uri: k for k in self.keks}
+        self._known: set[str] = set()  # namespaces seen with a key (keys are never all deleted)
 
     @property
     def primary(self) -> KekProvider:
@@ -120,8 +121,11 @@ class NamespaceKeyring:
         The KEK calls happen outside any transaction; a concurrent creator wins
         and this one's key is discarded.
         """
+        if namespace in self._known:
+            return
         with self.backend.read() as tx:
-            if tx.namespace_keys(namespace):
+            if tx.active_namespace_key_version(namespace) is not None or tx.namespace_keys(namespace):
+                self._known.add(namespace)
                 return
         key = random_key()
         now = time.time()
@@ -129,10 +133,12 @@ class NamespaceKeyring:
         try:
             with self.backend.transaction() as tx:
                 if tx.namespace_keys(namespace):
+                    self._known.add(namespace)
                     return
                 tx.insert_namespace_key(row)
         except ConflictError:
             return
+        self._known.add(namespace)
         self.cache.put((namespace, 1), Aead(key))
 
     def active(self, tx: Transaction, namespace: str) -> tuple[int, Aead]:
@@ -141,9 +147,11 @@ class NamespaceKeyring:
         Raises KeyUnavailable when the namespace has no active key (for example
         every version was marked compromised and none rotated in).
         """
-        rows = tx.namespace_keys(namespace)
-        active = [r for r in rows if r.status == ACTIVE]
-        if not active:
+        version = tx.active_namespace_key_version(namespace)
+        if version is None:
             raise KeyUnavailable(f"namespace {namespace!r} has no active key: rotate one in")
-        row = active[-1]
-        return row.version, self.unwrap_row(row)
+        cached = self.cache.get((namespace, version))
+        if cached is not None:
+            return version, cached
+        row = next(r for r in tx.namespace_keys(namespace) if r.version == version)
+        return version, self.unwrap_row(row)

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from kmsbox import format as fmt
 from kmsbox._crypto import Aead, random_key
-from kmsbox.errors import KeyUnavailable
+from kmsbox.errors import IntegrityError, KeyUnavailable
 from kmsbox.kek import KekProvider, WrappedKey, open_kek
 from kmsbox.keys import open_secret, rewrap_secret, seal_secret
 from kmsbox.storage.base import JobRow, NamespaceKeyRow, SecretVersionRow, StorageBackend, Transaction
@@ -101,16 +101,31 @@ class LifecycleMixin:
                 new_wraps: list[tuple[NamespaceKeyRow, WrappedKey]] = []
                 if stale:
                     items = [(w, fmt.namespace_key_context(r.namespace, r.version)) for r, w in stale]
-                    new_wraps += list(zip([r for r, _ in stale], kek.rewrap_many(items), strict=True))
                     report.kek_calls += 1
+                    try:
+                        new_wraps += list(zip([r for r, _ in stale], kek.rewrap_many(items), strict=True))
+                    except (KeyUnavailable, IntegrityError):
+                        # A wrap under a lost KEK version must not block the others: unwrap
+                        # each through any KEK that can and wrap it anew below.
+                        missing = [r for r, _ in stale] + missing
                 if missing:
-                    keys = [self.keyring.unwrap_bytes(r) for r in missing]
-                    report.kek_calls += len(missing)
-                    wrapped = kek.wrap_many(
-                        [(k, fmt.namespace_key_context(r.namespace, r.version)) for k, r in zip(keys, missing, strict=True)]
-                    )
-                    report.kek_calls += 1
-                    new_wraps += list(zip(missing, wrapped, strict=True))
+                    keys: list[bytes] = []
+                    opened: list[NamespaceKeyRow] = []
+                    for row in missing:
+                        report.kek_calls += 1
+                        try:
+                            keys.append(self.keyring.unwrap_bytes(row))
+                            opened.append(row)
+                        except KeyUnavailable:
+                            report.details.setdefault("unavailable", []).append(f"{row.namespace} v{row.version}")
+                    if opened:
+                        wrapped = kek.wrap_many(
+                            [(k, fmt.namespace_key_context(r.namespace, r.version)) for k, r in zip(keys, opened, strict=True)]
+                        )
+                        report.kek_calls += 1
+                        new_wraps += list(zip(opened, wrapped, strict=True))
+                if not new_wraps:
+                    continue
                 now = time.time()
 
                 def op(tx: Transaction, new_wraps: list[tuple[NamespaceKeyRow, WrappedKey]] = new_wraps) -> None:
@@ -399,21 +414,25 @@ class LifecycleMixin:
                 progress(index + 1, len(pending))
         if drop_old:
             dropped = 0
+            # Prove every key has a new wrap that opens before deleting any old one.
             for ns in targets:
                 rows = self._keys(ns)
                 for row in rows:
                     mine = next((w for w in row.wraps if w.kek_uri == target.uri), None)
                     if mine is None:
                         raise KeyUnavailable(f"namespace key {ns!r} v{row.version} has no wrap under {target.uri}; not dropping")
-                # Prove the new wraps open before deleting anything else.
                 checks = [(next(w for w in r.wraps if w.kek_uri == target.uri), fmt.namespace_key_context(r.namespace, r.version)) for r in rows]
                 if checks:
                     target.unwrap_many(checks)
                     report.kek_calls += 1
+            for ns in targets:
 
-                def drop(tx: Transaction, ns: str = ns, rows: list[NamespaceKeyRow] = rows) -> int:
+                def drop(tx: Transaction, ns: str = ns) -> int:
                     count = 0
-                    for row in rows:
+                    for row in tx.namespace_keys(ns):
+                        if not any(w.kek_uri == target.uri for w in row.wraps):
+                            # Rotated in since the check: never delete a key's only usable wrap.
+                            raise KeyUnavailable(f"namespace key {ns!r} v{row.version} has no wrap under {target.uri}; not dropping")
                         for w in row.wraps:
                             if w.kek_uri != target.uri:
                                 tx.delete_wrap(ns, row.version, w.kek_uri)

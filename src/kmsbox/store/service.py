@@ -7,6 +7,7 @@ and are mixed in here.
 
 from __future__ import annotations
 
+import builtins
 import datetime as _dt
 import threading
 import time
@@ -73,7 +74,7 @@ def _expiry_time(expires: Expiry, now: float) -> float | None:
     raise ValueError("expires must be a datetime, a timedelta or seconds from now")
 
 
-def _encode_value(value: str | bytes, limit: int) -> bytes:
+def _encode_value(value: str | bytes | bytearray | memoryview, limit: int) -> bytes:
     if isinstance(value, str):
         payload = _TYPE_STR + value.encode("utf-8")
     elif isinstance(value, (bytes, bytearray, memoryview)):
@@ -198,7 +199,7 @@ class SecretStore(LifecycleMixin, DiagnosisMixin, ImportMixin):
     def put(
         self,
         name: str,
-        value: str | bytes,
+        value: str | bytes | bytearray | memoryview,
         *,
         namespace: str | None = None,
         expires: Expiry = None,
@@ -380,11 +381,12 @@ class SecretStore(LifecycleMixin, DiagnosisMixin, ImportMixin):
     ) -> Secret | KmsboxError:
         found = tx.get_secret_with_blob(ns, name, version)
         outcome: Secret | KmsboxError
-        if found is None or found[1] is None:
+        ver = None if found is None else found[1]
+        if found is None or ver is None:
             what = f"no secret {name!r} in namespace {ns!r}" if found is None else f"secret {name!r} in namespace {ns!r} has no version {version}"
             outcome = SecretNotFound(what)
         else:
-            row, ver = found
+            row = found[0]
             now = time.time()
             if row.status == "disabled":
                 outcome = SecretDisabled(f"secret {name!r} in namespace {ns!r} is disabled")
@@ -467,7 +469,7 @@ class SecretStore(LifecycleMixin, DiagnosisMixin, ImportMixin):
                 return
             cursor = page.next_cursor
 
-    def history(self, name: str, *, namespace: str | None = None) -> list[SecretVersionInfo]:
+    def history(self, name: str, *, namespace: str | None = None) -> builtins.list[SecretVersionInfo]:
         """Every version of a secret, oldest first (no values). SecretNotFound if missing."""
         ns = self._namespace(namespace)
         validate_name(name)
@@ -478,7 +480,7 @@ class SecretStore(LifecycleMixin, DiagnosisMixin, ImportMixin):
             versions = tx.list_versions(ns, name)
         return [SecretVersionInfo(v.version, v.created_at, v.namespace_key_version, v.version == row.version) for v in versions]
 
-    def namespaces(self) -> list[str]:
+    def namespaces(self) -> builtins.list[str]:
         """Every namespace that has a key."""
         with self.backend.read() as tx:
             return [n for n in tx.namespaces() if n != AUDIT_NAMESPACE]
@@ -511,7 +513,7 @@ class SecretStore(LifecycleMixin, DiagnosisMixin, ImportMixin):
 
     # --- audit --------------------------------------------------------------------------
 
-    def audit_events(self, filters: AuditFilter | None = None, *, after: int = 0, limit: int = 100) -> tuple[list[AuditEvent], int | None]:
+    def audit_events(self, filters: AuditFilter | None = None, *, after: int = 0, limit: int = 100) -> tuple[builtins.list[AuditEvent], int | None]:
         """A page of audit events after cursor ``after``."""
         return self.audit.events(filters, after=after, limit=limit)
 

@@ -32,6 +32,7 @@ storage, or None where that is not possible (``memory://``).
 from __future__ import annotations
 
 import hashlib
+import itertools
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -741,7 +742,7 @@ class StorageBackendConformance:
             assert tx.audit_range(5, 5) == audit_store[5:10]
             assert tx.audit_range(10, 5) == audit_store[10:]
             assert tx.audit_range(12, 5) == []
-        for previous, row in zip(audit_store, audit_store[1:], strict=False):
+        for previous, row in itertools.pairwise(audit_store):
             assert row.mac == chain_mac(previous.mac, row.seq)
 
     @pytest.mark.parametrize(

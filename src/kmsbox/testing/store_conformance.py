@@ -15,7 +15,9 @@ closed after the test::
             with kmsbox.open_store("mydb://test-database", kek=kmsbox_local_kek) as store:
                 yield store
 
-The tests use only the public store API, so they check what a user relies on:
+Open the store with the default settings (successful reads audited, a 1 MiB value
+limit); the suite switches read audit off itself where it needs to. The tests use only
+the public store API, so they check what a user relies on:
 put/get and versions, values that come back as they went in, list with filters
 and cursors (never values), history, delete, disable/enable, expiry and cleanup,
 access counts, namespaces set per call or per block (isolated between threads and
@@ -201,7 +203,12 @@ class SecretStoreConformance:
     def test_metadata_is_stored_and_kept_when_an_update_omits_it(self, store: SecretStore, namespace: str) -> None:
         expires = _dt.datetime.now(_dt.UTC) + _dt.timedelta(days=1)
         store.put(
-            "meta", "v1", namespace=namespace, category="database", description="primary db", labels={"team": "pay"},
+            "meta",
+            "v1",
+            namespace=namespace,
+            category="database",
+            description="primary db",
+            labels={"team": "pay"},
             expires=expires,
         )
         info = store.put("meta", "v2", namespace=namespace)
@@ -255,7 +262,12 @@ class SecretStoreConformance:
 
     def test_valid_names_and_namespaces_are_accepted(self, store: SecretStore) -> None:
         suffix = os.urandom(3).hex()
-        for ns in (f"app:production-{suffix}", f"tenant-123-{suffix}", f"team-alpha:testing:{suffix}", f"A.b_c-{suffix}"):
+        for ns in (
+            f"app:production-{suffix}",
+            f"tenant-123-{suffix}",
+            f"team-alpha:testing:{suffix}",
+            f"A.b_c-{suffix}",
+        ):
             for name in ("db/password", "OPENAI_API_KEY", "a", "x" * 255, "v1.2/key-name_3"):
                 store.put(name, "v", namespace=ns)
                 assert store.get(name, namespace=ns).value == "v"
@@ -299,6 +311,7 @@ class SecretStoreConformance:
         with pytest.raises(SecretNotFound):
             store.get("same-name", namespace=namespace)
         assert {namespace + ":a", namespace + ":b"} <= set(store.namespaces())
+        assert not any(ns.startswith("!") for ns in store.namespaces())  # the audit key's is hidden
 
     def test_namespace_blocks_are_isolated_between_threads(self, store: SecretStore, namespace: str) -> None:
         workers = 4
@@ -393,7 +406,10 @@ class SecretStoreConformance:
     def test_list_filters_by_category_and_label(self, store: SecretStore, namespace: str) -> None:
         for i in range(12):
             store.put(
-                f"s{i:02d}", "v", namespace=namespace, category="db" if i % 2 else "api",
+                f"s{i:02d}",
+                "v",
+                namespace=namespace,
+                category="db" if i % 2 else "api",
                 labels={"team": "red" if i % 3 == 0 else "blue", "n": str(i)},
             )
         by_category = [i.name for i in store.list(namespace=namespace, category="db").items]
@@ -510,7 +526,9 @@ class SecretStoreConformance:
         assert store.cleanup_expired(retention=_dt.timedelta(hours=3)) == 0
         assert store.cleanup_expired(retention=3600) == 1
         assert sorted(i.name for i in store.list(namespace=namespace).items) == [
-            "expired-recently", "forever", "live",
+            "expired-recently",
+            "forever",
+            "live",
         ]
         assert store.cleanup_expired() == 1
         assert sorted(i.name for i in store.list(namespace=namespace).items) == ["forever", "live"]
@@ -518,7 +536,8 @@ class SecretStoreConformance:
             store.get("expired-recently", namespace=namespace)
         expire_events = _all_events(store, AuditFilter(namespace=namespace, action="expire"))
         assert sorted((e.name, e.result) for e in expire_events) == [
-            ("expired-long-ago", "success"), ("expired-recently", "success"),
+            ("expired-long-ago", "success"),
+            ("expired-recently", "success"),
         ]
         with pytest.raises(ValueError):
             store.cleanup_expired(retention=-1)

@@ -6,13 +6,13 @@ import os
 import stat
 from pathlib import Path
 
+import kmsbox
 import pytest
 from click.testing import CliRunner
-
-import kmsbox
 from kmsbox.cli import get_cli
 from kmsbox.kek import KekProvider, WrappedKey
 from kmsbox.testing.kek_conformance import KekProviderConformance
+
 from kmsbox_chacha import ChachaFileKekProvider, add_version
 
 _CONTEXT = {"table": "payments", "row": "42"}
@@ -86,7 +86,14 @@ def test_keyfile_is_created_private(keyfile: Path) -> None:
 
 @pytest.mark.parametrize(
     "content",
-    ["", "# only a comment\n", "v1:abcd\n", "v1:" + "zz" * 32 + "\n", "key:" + "ab" * 32 + "\n", "v1:" + "ab" * 32 + "\nv1:" + "cd" * 32 + "\n"],
+    [
+        "",
+        "# only a comment\n",
+        "v1:abcd\n",
+        "v1:" + "zz" * 32 + "\n",
+        "key:" + "ab" * 32 + "\n",
+        "v1:" + "ab" * 32 + "\nv1:" + "cd" * 32 + "\n",
+    ],
 )
 def test_bad_keyfile_is_config_error_naming_the_file_without_echoing(tmp_path: Path, content: str) -> None:
     path = tmp_path / "bad.keys"

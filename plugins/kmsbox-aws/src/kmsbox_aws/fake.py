@@ -25,7 +25,7 @@ from kmsbox_aws._arn import KmsArn, key_uri, parse_arn, parse_uri
 from kmsbox_aws._fake_wsgi import ADMIN_HEADER, KmsFaultMiddleware
 
 if TYPE_CHECKING:
-    from types_boto3_kms.client import KMSClient
+    from mypy_boto3_kms.client import KMSClient
 
 __all__ = ["AwsKmsFake", "start_fake"]
 

@@ -6,8 +6,10 @@ KMS ``EncryptionContext``. Rewrap uses ``ReEncrypt``, so plaintext never leaves 
 
 The KEK version recorded with a wrapped key is the ARN of the KMS key that encrypted it
 (the ``KeyId`` that ``Encrypt`` returns). AWS rotates key material inside a key without
-exposing versions, so for a key ARN the version never changes; for an alias it is the key
-the alias pointed at, and changes when the alias is moved to another key.
+exposing versions, so for a key ARN the version never changes. For an alias it is the key
+the alias pointed at, and changes when the alias is moved to another key; the alias ARN is
+then also bound into the encryption context (``kmsbox-aws:alias``), so that the older key
+still unwraps through the alias URI but a ciphertext made through any other URI does not.
 """
 
 from __future__ import annotations
@@ -34,15 +36,17 @@ from kmsbox_aws._errors import (
 )
 
 if TYPE_CHECKING:
-    from types_boto3_kms.client import KMSClient
-    from types_boto3_kms.type_defs import KeyMetadataTypeDef
+    from mypy_boto3_kms.client import KMSClient
+    from mypy_boto3_kms.type_defs import KeyMetadataTypeDef
 
-__all__ = ["AwsKmsKekProvider", "make_kms_client", "open_aws_kms_kek"]
+__all__ = ["ALIAS_CONTEXT_KEY", "AwsKmsKekProvider", "make_kms_client", "open_aws_kms_kek"]
 
 T = TypeVar("T")
 
 #: KMS accepts ciphertext blobs of 1 to 6144 bytes; anything else cannot be ours.
 _MAX_CIPHERTEXT = 6144
+#: Encryption-context entry that binds an alias URI's ciphertexts to the alias.
+ALIAS_CONTEXT_KEY = "kmsbox-aws:alias"
 
 
 def make_kms_client(region: str, policy: RetryPolicy) -> KMSClient:
@@ -109,18 +113,13 @@ class AwsKmsKekProvider(BaseKekProvider):
     def _unwrap_error(self, exc: ClientError, operation: str, version: str) -> Exception:
         """Map a Decrypt or ReEncrypt failure that concerns the wrapped key itself."""
         code = client_error_code(exc)
-        if code == "IncorrectKeyException" and self._arn.is_alias and self._current_target() != version:
-            return KeyUnavailable(
-                f"KEK version {version} is no longer the key behind {self._arn.arn}; "
-                f"add a KEK for aws-kms://{version} to unwrap what it wrapped"
-            )
         if code in INTEGRITY_CODES:
             # Opaque on purpose: wrong context, altered ciphertext and another key look the same.
             return IntegrityError("the wrapped key did not authenticate under the AWS KMS key")
         if code in KEY_STATE_CODES:
             return KeyUnavailable(f"AWS KMS key {version} cannot decrypt: {client_error_message(exc) or code}")
         if code == NOT_FOUND:
-            return KeyUnavailable(f"AWS KMS key {self._arn.arn} no longer exists: {client_error_message(exc) or code}")
+            return KeyUnavailable(f"AWS KMS key {version} no longer exists: {client_error_message(exc) or code}")
         return self._as_permanent(exc, operation)
 
     def _check_version(self, version: str) -> None:
@@ -129,6 +128,8 @@ class AwsKmsKekProvider(BaseKekProvider):
             raise KeyUnavailable(f"KEK version {version!r} is not a key that {self._arn.arn} can use")
 
     def _version_possible(self, version: str) -> bool:
+        # A key ARN URI uses only its key; an alias URI any key of its account and region
+        # (the alias ARN in the encryption context keeps other URIs' ciphertexts out).
         try:
             parsed = parse_arn(version)
         except ConfigError:
@@ -155,9 +156,22 @@ class AwsKmsKekProvider(BaseKekProvider):
             )
         return parsed.arn
 
-    def _describe(self) -> KeyMetadataTypeDef:
+    def _encryption_context(self, context: Context) -> dict[str, str]:
+        """The KMS EncryptionContext: the kmsbox context, plus the alias ARN for an alias URI."""
+        ctx = dict(context)
+        if not all(isinstance(k, str) and isinstance(v, str) for k, v in ctx.items()):
+            raise TypeError("context keys and values must be strings")
+        if self._arn.is_alias:
+            if ALIAS_CONTEXT_KEY in ctx:
+                raise ValueError(f"context key {ALIAS_CONTEXT_KEY!r} is reserved by the AWS KMS provider")
+            ctx[ALIAS_CONTEXT_KEY] = self._arn.arn
+        return ctx
+
+    def _describe(self, key_id: str | None = None) -> KeyMetadataTypeDef:
+        """DescribeKey of ``key_id`` (default: the URI's key or alias)."""
+        target = key_id or self._arn.arn
         try:
-            reply = self._call("DescribeKey", lambda: self._client.describe_key(KeyId=self._arn.arn))
+            reply = self._call("DescribeKey", lambda: self._client.describe_key(KeyId=target))
         except ClientError as exc:
             raise self._as_permanent(exc, "DescribeKey") from exc
         metadata = reply.get("KeyMetadata")
@@ -176,7 +190,7 @@ class AwsKmsKekProvider(BaseKekProvider):
         Raises ProviderError (permanent for a missing, disabled or forbidden key;
         transient after retries for throttling, 5xx and time-outs).
         """
-        ctx = _encryption_context(context)
+        ctx = self._encryption_context(context)
         try:
             reply = self._call(
                 "Encrypt", lambda: self._client.encrypt(KeyId=self._arn.arn, Plaintext=key, EncryptionContext=ctx)
@@ -191,44 +205,49 @@ class AwsKmsKekProvider(BaseKekProvider):
     def unwrap(self, wrapped: WrappedKey, context: Context) -> bytes:
         """Decrypt ``wrapped`` with ``context``.
 
-        Raises IntegrityError (wrong context, altered ciphertext, another key's
-        ciphertext), KeyUnavailable (the key is disabled, pending deletion, deleted,
-        or no longer behind the alias), ProviderError otherwise.
+        ``KeyId`` is the recorded version (a key ARN), so KMS refuses a ciphertext of any
+        other key. Raises IntegrityError (wrong context, altered ciphertext or version,
+        another key's or URI's ciphertext), KeyUnavailable (the key is disabled, pending
+        deletion or deleted, or the version is not a key this URI may use), ProviderError
+        otherwise.
         """
         self._check_uri(wrapped)
         self._check_version(wrapped.key_version)
         _check_blob(wrapped.ciphertext)
-        ctx = _encryption_context(context)
+        ctx = self._encryption_context(context)
         try:
             reply = self._call(
                 "Decrypt",
                 lambda: self._client.decrypt(
-                    CiphertextBlob=wrapped.ciphertext, EncryptionContext=ctx, KeyId=self._arn.arn
+                    CiphertextBlob=wrapped.ciphertext, EncryptionContext=ctx, KeyId=wrapped.key_version
                 ),
             )
         except ClientError as exc:
             raise self._unwrap_error(exc, "Decrypt", wrapped.key_version) from exc
         if self._checked_key_arn(reply.get("KeyId"), "Decrypt") != wrapped.key_version:
-            # The recorded version was altered: refuse rather than trust either side.
-            raise IntegrityError("the wrapped key did not authenticate under the AWS KMS key")
+            raise ProviderError("AWS KMS Decrypt used another key than requested", transient=False, code="BadResponse")
         plaintext = reply.get("Plaintext")
         if not isinstance(plaintext, bytes) or not plaintext:
             raise ProviderError("AWS KMS Decrypt replied without a plaintext", transient=False, code="BadResponse")
         return plaintext
 
     def rewrap(self, wrapped: WrappedKey, context: Context) -> WrappedKey:
-        """Re-encrypt inside KMS (``ReEncrypt``) under the key's current material; same errors as unwrap."""
+        """Re-encrypt inside KMS (``ReEncrypt``) under the primary version's current material.
+
+        The source is the recorded version, the destination the URI's key or alias; the
+        key never leaves KMS. Raises the same errors as :meth:`unwrap`.
+        """
         self._check_uri(wrapped)
         self._check_version(wrapped.key_version)
         _check_blob(wrapped.ciphertext)
-        ctx = _encryption_context(context)
+        ctx = self._encryption_context(context)
         try:
             reply = self._call(
                 "ReEncrypt",
                 lambda: self._client.re_encrypt(
                     CiphertextBlob=wrapped.ciphertext,
                     SourceEncryptionContext=ctx,
-                    SourceKeyId=self._arn.arn,
+                    SourceKeyId=wrapped.key_version,
                     DestinationKeyId=self._arn.arn,
                     DestinationEncryptionContext=ctx,
                 ),
@@ -236,7 +255,9 @@ class AwsKmsKekProvider(BaseKekProvider):
         except ClientError as exc:
             raise self._unwrap_error(exc, "ReEncrypt", wrapped.key_version) from exc
         if self._checked_key_arn(reply.get("SourceKeyId"), "ReEncrypt") != wrapped.key_version:
-            raise IntegrityError("the wrapped key did not authenticate under the AWS KMS key")
+            raise ProviderError(
+                "AWS KMS ReEncrypt used another key than requested", transient=False, code="BadResponse"
+            )
         blob = reply.get("CiphertextBlob")
         if not isinstance(blob, bytes) or not blob:
             raise ProviderError("AWS KMS ReEncrypt replied without a ciphertext", transient=False, code="BadResponse")
@@ -253,16 +274,16 @@ class AwsKmsKekProvider(BaseKekProvider):
         return self._current_target()
 
     def version_available(self, version: str) -> bool | None:
-        """Whether ``version`` can still unwrap through this URI (one DescribeKey).
+        """Whether ``version`` can still unwrap through this URI (one DescribeKey of that key).
 
-        True when it is this provider's key (or its alias's current target) and the key
-        state is Enabled; False when disabled, pending deletion, deleted or not this
-        provider's key; None when DescribeKey is not permitted.
+        True when the key is one this URI may use and its state is Enabled; False when
+        it is disabled, pending deletion, deleted, or not a key this URI may use; None
+        when DescribeKey is not permitted.
         """
         if not self._version_possible(version):
             return False
         try:
-            metadata = self._describe()
+            metadata = self._describe(version)
         except ProviderError as exc:
             if exc.code == NOT_FOUND:
                 return False
@@ -291,14 +312,6 @@ class AwsKmsKekProvider(BaseKekProvider):
     def close(self) -> None:
         """Close the client's HTTP connections."""
         self._client.close()
-
-
-def _encryption_context(context: Context) -> dict[str, str]:
-    """The KMS EncryptionContext for a kmsbox context: a dict of strings."""
-    ctx = dict(context)
-    if not all(isinstance(k, str) and isinstance(v, str) for k, v in ctx.items()):
-        raise TypeError("context keys and values must be strings")
-    return ctx
 
 
 def _check_blob(blob: bytes) -> None:

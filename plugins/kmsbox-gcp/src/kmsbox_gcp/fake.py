@@ -69,6 +69,7 @@ class GcpFaultInjector(FaultInjector):
     """
 
     def __init__(self, **options: Any) -> None:
+        self._integrity_lock = threading.Lock()
         self.corrupt_response_crc = 0
         self.unverified_request_crc = 0
         super().__init__(**options)
@@ -77,7 +78,7 @@ class GcpFaultInjector(FaultInjector):
         """Arm the integrity faults for the next N crypto answers each."""
         if corrupt_response_crc < 0 or unverified_request_crc < 0:
             raise ValueError("fault counts must be >= 0")
-        with self._lock:
+        with self._integrity_lock:
             self.corrupt_response_crc = corrupt_response_crc
             self.unverified_request_crc = unverified_request_crc
 
@@ -88,7 +89,7 @@ class GcpFaultInjector(FaultInjector):
 
     def take(self, fault: str) -> bool:
         """Consume one integrity fault of kind ``fault``; True if one was armed."""
-        with self._lock:
+        with self._integrity_lock:
             left: int = getattr(self, fault)
             if left <= 0:
                 return False
@@ -121,11 +122,19 @@ class FakeGcpKms:
         self.kms.ensure_key(self._key.path)
         self._stopping = threading.Event()
         self._executor = ThreadPoolExecutor(max_workers=32, thread_name_prefix="fake-gcp-kms")
-        self._server = grpc.server(self._executor)
+        # Without so_reuseport=0 a second server could silently share a taken port.
+        self._server = grpc.server(self._executor, options=[("grpc.so_reuseport", 0)])
         self._server.add_generic_rpc_handlers((self._generic_handler(),))
-        self._port = self._server.add_insecure_port(f"{host}:{port}")
+        try:
+            self._port = self._server.add_insecure_port(f"{host}:{port}")
+        except RuntimeError as exc:  # grpc raises (older versions return 0) when the port is taken
+            self._port = 0
+            bind_error: Exception | None = exc
+        else:
+            bind_error = None
         if self._port == 0:
-            raise OSError(f"fake Cloud KMS could not bind {host}:{port}")
+            self._executor.shutdown(wait=False)
+            raise OSError(f"fake Cloud KMS could not bind {host}:{port}") from bind_error
         self._host = host
         self._server.start()
         self._stopped = False

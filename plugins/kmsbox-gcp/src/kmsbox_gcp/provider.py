@@ -49,6 +49,11 @@ class GcpKekProvider(BaseKekProvider):
 
     ``key_version`` in a WrappedKey is the short version id (``"3"``), the number
     after ``cryptoKeyVersions/`` in the name Encrypt returned.
+
+    ``client``, ``settings`` and ``policy`` default to a client built from the
+    environment (see :mod:`kmsbox_gcp.client`) and ``RetryPolicy.from_env()``.
+    Raises ConfigError for a malformed URI, bad settings or missing credentials.
+    Safe to share between threads.
     """
 
     def __init__(

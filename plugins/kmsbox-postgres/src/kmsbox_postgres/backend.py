@@ -90,7 +90,7 @@ class PostgresBackend(SqlBackend):
                 self._scrub(f"storage URL {_redact_url(url)!r} is not a valid PostgreSQL URL: {_reason(exc)}")
             ) from None
         self._conninfo = conninfo
-        self._password = str(params.get("password") or "")
+        self._password = str(params.get("password") or self._password)
         self.schema = schema
         host = str(params.get("host") or "localhost")
         port = str(params.get("port") or "5432")
@@ -230,14 +230,16 @@ def _url_password(url: str) -> str:
 
 
 def _redact_url(url: str) -> str:
-    """``url`` with any password replaced by ``***``."""
+    """``url`` with any password (in the user part or a ``password=`` parameter) replaced by ``***``."""
     try:
         parts = urlsplit(url)
-        if parts.password is None:
-            return url
-        userinfo = f"{parts.username or ''}:***@"
-        host = parts.netloc.rsplit("@", 1)[1]
-        return urlunsplit(parts._replace(netloc=userinfo + host))
+        if parts.password is not None:
+            host = parts.netloc.rsplit("@", 1)[1]
+            parts = parts._replace(netloc=f"{parts.username or ''}:***@{host}")
+        query = "&".join(
+            "password=***" if item.partition("=")[0] == "password" else item for item in parts.query.split("&")
+        )
+        return urlunsplit(parts._replace(query=query))
     except ValueError:
         return url.split("://", 1)[0] + "://***"
 

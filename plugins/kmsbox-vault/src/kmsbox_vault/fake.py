@@ -21,7 +21,6 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from kmsbox.testing.fakes import FaultInjector
-
 from kmsbox_vault.fake_transit import Reply, TransitMount, VaultHTTPError, hash_data, random_bytes
 from kmsbox_vault.uri import parse_key_uri
 
@@ -92,7 +91,7 @@ class VaultFake:
     def address(self) -> str:
         """``http://HOST:PORT`` of this fake."""
         host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}"
+        return f"http://{host!s}:{port}"
 
     @property
     def kek_uri(self) -> str:
@@ -240,10 +239,14 @@ class VaultFake:
     def _route_mounts(self, method: str, path: str, namespace: str) -> tuple[str, bool, Handler]:
         path = path.strip("/")
         if not path:
-            return ("sys.mounts.list", True, lambda body: self._list_mounts(namespace)) if method == "GET" else (
-                "sys.mounts",
-                True,
-                self._unsupported_operation,
+            return (
+                ("sys.mounts.list", True, lambda body: self._list_mounts(namespace))
+                if method == "GET"
+                else (
+                    "sys.mounts",
+                    True,
+                    self._unsupported_operation,
+                )
             )
         if method == "POST":
             return "sys.mounts.enable", True, lambda body: self._enable_mount(namespace, path, body)
@@ -383,7 +386,11 @@ class VaultFake:
                 candidates = [m for m in ns.mounts if path == m or path.startswith(m + "/")]
                 mount_path = max(candidates, key=len) if candidates else None
             if ns is None or mount_path is None:
-                return "unknown", True, _raiser(VaultHTTPError(404, f'no handler for route "{path}". route entry not found.'))
+                return (
+                    "unknown",
+                    True,
+                    _raiser(VaultHTTPError(404, f'no handler for route "{path}". route entry not found.')),
+                )
             mount = ns.mounts[mount_path]
         op, handler = _transit_route(mount, method, path[len(mount_path) + 1 :].split("/"))
 

@@ -34,7 +34,7 @@ ERR_DERIVATION = (
 _KEY_SIZES = {"aes128-gcm96": 16, "aes256-gcm96": 32, "chacha20-poly1305": 32}
 _NAME_RE = re.compile(r"^\w(?:[\w.@-]*\w)?$")
 _B64_ALPHABET = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/")
-_HASHES: dict[str, Callable[[], Any]] = {
+_HASHES: dict[str, Callable[..., Any]] = {
     "sha2-224": hashlib.sha224,
     "sha2-256": hashlib.sha256,
     "sha2-384": hashlib.sha384,
@@ -393,7 +393,10 @@ class TransitMount:
                 key.min_encryption_version == 0,
                 "minimum available version cannot be set when minimum encryption version is not set",
             ),
-            (wanted > key.min_encryption_version, "minimum available version cannot be greater than minmum encryption version"),
+            (
+                wanted > key.min_encryption_version,
+                "minimum available version cannot be greater than minmum encryption version",
+            ),
             (
                 wanted > key.min_decryption_version,
                 "minimum available version cannot be greater than minimum decryption version",
@@ -418,7 +421,9 @@ class TransitMount:
         )
         key = self.keys.get(name)
         if key is None:
-            self.create_key(name, {"type": body.get("type") or "aes256-gcm96", "derived": bool(items[0].get("context"))})
+            self.create_key(
+                name, {"type": body.get("type") or "aes256-gcm96", "derived": bool(items[0].get("context"))}
+            )
             key = self.keys[name]
         results: list[dict[str, Any]] = []
         for item in items:
@@ -521,7 +526,9 @@ class TransitMount:
             raise _UserError("invalid HMAC: version is too new")
         if version < key.min_decryption_version:
             raise _UserError(ERR_TOO_OLD)
-        expected = f"vault:v{version}:" + _b64(hmac.new(key.versions[version].hmac_key, data, _HASHES[algorithm]).digest())
+        expected = f"vault:v{version}:" + _b64(
+            hmac.new(key.versions[version].hmac_key, data, _HASHES[algorithm]).digest()
+        )
         return hmac.compare_digest(expected, mac)
 
 

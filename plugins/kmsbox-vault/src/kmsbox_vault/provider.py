@@ -30,7 +30,6 @@ from kmsbox import format as fmt
 from kmsbox.errors import ConfigError, IntegrityError, KmsboxError, ProviderError
 from kmsbox.kek import BaseKekProvider, Context, WrappedKey
 from kmsbox.retry import RetryPolicy, call_with_retry
-
 from kmsbox_vault.errors import classify_transport, error_for_message, error_for_status
 from kmsbox_vault.settings import VaultSettings, settings_from_env
 from kmsbox_vault.uri import VaultKeyRef, parse_key_uri
@@ -60,8 +59,20 @@ def _batch_results(body: Any) -> list[Any] | None:
     return results if isinstance(results, list) else None
 
 
+def _refuse_ignored_aad(body: Any, what: str) -> Any:
+    """Fail closed when Vault (before 1.13) ignored ``associated_data``: the context would not be bound."""
+    warnings = body.get("warnings") if isinstance(body, dict) else None
+    if isinstance(warnings, list) and any("associated_data" in str(w) for w in warnings):
+        raise ProviderError(
+            f"{what}: this Vault ignores associated_data (it needs Vault 1.13+); use a derived key instead",
+            transient=False,
+            code="unsupported",
+        )
+    return body
+
+
 class VaultKekProvider(BaseKekProvider):
-    """A KEK held in a Vault transit key. Thread-safe: each thread gets its own HTTP session."""
+    """A KEK held in a Vault transit key. Thread-safe: concurrent calls use separate HTTP sessions."""
 
     def __init__(self, uri: str, ref: VaultKeyRef, settings: VaultSettings, policy: RetryPolicy) -> None:
         super().__init__(uri)
@@ -69,36 +80,45 @@ class VaultKekProvider(BaseKekProvider):
         self._settings = settings
         self._policy = policy
         self._lock = threading.Lock()
-        self._local = threading.local()
-        self._clients: list[hvac.Client] = []
+        self._idle: list[hvac.Client] = []
+        self._closed = False
         self._token: str | None = settings.token
         self._derived: bool | None = None
         self._what = f"Vault key {ref.mount}/keys/{ref.name}"
 
     # -- plumbing -----------------------------------------------------------------
 
-    def _client(self) -> hvac.Client:
-        client: hvac.Client | None = getattr(self._local, "client", None)
-        if client is None:
-            session = requests.Session()
-            # kmsbox's call_with_retry owns retries; the HTTP layer must not add its own.
-            for prefix in ("http://", "https://"):
-                session.mount(prefix, HTTPAdapter(max_retries=0))
-            session.verify = self._settings.verify
-            session.cert = self._settings.client_cert
-            client = hvac.Client(
-                url=self._settings.address,
-                token="",
-                verify=self._settings.verify,
-                cert=self._settings.client_cert,
-                timeout=self._policy.timeout,
-                namespace=self._settings.namespace,
-                session=session,
-            )
-            self._local.client = client
-            with self._lock:
-                self._clients.append(client)
-        return client
+    def _new_client(self) -> hvac.Client:
+        session = requests.Session()
+        # kmsbox's call_with_retry owns retries; the HTTP layer must not add its own.
+        for prefix in ("http://", "https://"):
+            session.mount(prefix, HTTPAdapter(max_retries=0))
+        # hvac takes verify/cert from a given session, so set them there too.
+        session.verify = self._settings.verify
+        session.cert = self._settings.client_cert
+        return hvac.Client(
+            url=self._settings.address,
+            token="",
+            verify=self._settings.verify,
+            cert=self._settings.client_cert,
+            timeout=self._policy.timeout,  # type: ignore[arg-type]  # the stub says int; requests takes floats
+            namespace=self._settings.namespace,
+            session=session,
+        )
+
+    def _borrow(self) -> hvac.Client:
+        """An idle client, or a new one: concurrent calls never share an HTTP session."""
+        with self._lock:
+            if self._idle:
+                return self._idle.pop()
+        return self._new_client()
+
+    def _give_back(self, client: hvac.Client) -> None:
+        with self._lock:
+            if not self._closed:
+                self._idle.append(client)
+                return
+        client.adapter.close()
 
     def _login(self, client: hvac.Client) -> str:
         approle = self._settings.approle
@@ -135,32 +155,44 @@ class VaultKekProvider(BaseKekProvider):
         what = f"{action} with {self._what}"
 
         def attempt() -> Any:
-            client = self._client()
-            relogged = False
-            while True:
-                token = self._token_for(client)
-                try:
-                    return request(client)
-                except hvac_exc.Forbidden:
-                    # An AppRole token may have expired: log in again, once.
-                    if self._settings.approle is None or relogged:
-                        raise
-                    relogged = True
-                    self._forget_token(token)
-                except hvac_exc.InvalidRequest as exc:
-                    # Vault answers a batch with per-item errors as a 400 that still carries the results.
-                    if batch and _batch_results(exc.json) is not None:
-                        return exc.json
-                    raise error_for_status(exc, what) from exc
+            client = self._borrow()
+            try:
+                return self._attempt(client, request, what, batch)
+            finally:
+                self._give_back(client)
 
         return call_with_retry(attempt, lambda exc: classify_transport(exc, what), self._policy)
 
+    def _attempt(self, client: hvac.Client, request: Callable[[hvac.Client], Any], what: str, batch: bool) -> Any:
+        relogged = False
+        while True:
+            token = self._token_for(client)
+            try:
+                return _refuse_ignored_aad(request(client), what)
+            except hvac_exc.Forbidden:
+                # An AppRole token may have expired: log in again, once.
+                if self._settings.approle is None or relogged:
+                    raise
+                relogged = True
+                self._forget_token(token)
+            except hvac_exc.InvalidRequest as exc:
+                # Vault answers a batch with per-item errors as a 400 that still carries the results.
+                if batch and _batch_results(exc.json) is not None:
+                    return exc.json
+                raise error_for_status(exc, what) from exc
+
     def _read_key(self) -> dict[str, Any]:
         ref = self._ref
-        body = self._call("read", lambda c: c.secrets.transit.read_key(name=ref.name, mount_point=ref.mount))
+        body = self._call(
+            "read",
+            # types-hvac leaves read_key untyped.
+            lambda c: c.secrets.transit.read_key(name=ref.name, mount_point=ref.mount),  # type: ignore[no-untyped-call]
+        )
         data = body.get("data") if isinstance(body, dict) else None
         if not isinstance(data, dict) or not isinstance(data.get("latest_version"), int):
-            raise ProviderError(f"{self._what}: Vault returned an unexpected key description", transient=False)
+            raise ProviderError(
+                f"{self._what}: Vault returned an unexpected key description", transient=False, code="bad_response"
+            )
         if self._derived is None:
             self._derived = self._check_key(data)
         return data
@@ -188,7 +220,9 @@ class VaultKekProvider(BaseKekProvider):
     def _wrapped(self, ciphertext: Any) -> WrappedKey:
         match = _CIPHERTEXT_RE.match(ciphertext) if isinstance(ciphertext, str) else None
         if match is None:
-            raise ProviderError(f"{self._what}: Vault returned a malformed ciphertext", transient=False)
+            raise ProviderError(
+                f"{self._what}: Vault returned a malformed ciphertext", transient=False, code="bad_response"
+            )
         return WrappedKey(self.uri, f"v{match.group(1)}", ciphertext.encode("ascii"))
 
     def _ciphertext(self, wrapped: WrappedKey) -> str:
@@ -208,15 +242,21 @@ class VaultKekProvider(BaseKekProvider):
                 raise ValueError("not a string")
             return base64.b64decode(value, validate=True)
         except (binascii.Error, ValueError):
-            raise ProviderError(f"{self._what}: Vault returned a malformed plaintext", transient=False) from None
+            raise ProviderError(
+                f"{self._what}: Vault returned a malformed plaintext", transient=False, code="bad_response"
+            ) from None
 
     def _items(self, results: list[Any] | None, expected: int, field: str) -> list[Any]:
         if results is None or len(results) != expected:
-            raise ProviderError(f"{self._what}: Vault returned a batch of the wrong size", transient=False)
+            raise ProviderError(
+                f"{self._what}: Vault returned a batch of the wrong size", transient=False, code="bad_response"
+            )
         values = []
         for item in results:
             if not isinstance(item, dict):
-                raise ProviderError(f"{self._what}: Vault returned a malformed batch item", transient=False)
+                raise ProviderError(
+                    f"{self._what}: Vault returned a malformed batch item", transient=False, code="bad_response"
+                )
             if item.get("error"):
                 raise error_for_message(str(item["error"]), self._what)
             values.append(item.get(field))
@@ -230,7 +270,9 @@ class VaultKekProvider(BaseKekProvider):
         ref = self._ref
         body = self._call(
             "wrap",
-            lambda c: c.secrets.transit.encrypt_data(name=ref.name, plaintext=_b64(key), mount_point=ref.mount, **fields),
+            lambda c: c.secrets.transit.encrypt_data(
+                name=ref.name, plaintext=_b64(key), mount_point=ref.mount, **fields
+            ),
         )
         return self._wrapped(body.get("data", {}).get("ciphertext") if isinstance(body, dict) else None)
 
@@ -253,11 +295,11 @@ class VaultKekProvider(BaseKekProvider):
         ref = self._ref
         for chunk in _chunks(items, BATCH_SIZE):
             batch = [{"plaintext": _b64(key), **self._binding(context)} for key, context in chunk]
-            body = self._call(
-                "wrap",
-                lambda c, b=batch: c.secrets.transit.encrypt_data(name=ref.name, batch_input=b, mount_point=ref.mount),
-                batch=True,
-            )
+
+            def send(c: hvac.Client, b: list[dict[str, str]] = batch) -> Any:
+                return c.secrets.transit.encrypt_data(name=ref.name, batch_input=b, mount_point=ref.mount)
+
+            body = self._call("wrap", send, batch=True)
             out.extend(self._wrapped(ct) for ct in self._items(_batch_results(body), len(chunk), "ciphertext"))
         return out
 
@@ -267,11 +309,11 @@ class VaultKekProvider(BaseKekProvider):
         ref = self._ref
         for chunk in _chunks(items, BATCH_SIZE):
             batch = [{"ciphertext": self._ciphertext(w), **self._binding(context)} for w, context in chunk]
-            body = self._call(
-                "unwrap",
-                lambda c, b=batch: c.secrets.transit.decrypt_data(name=ref.name, batch_input=b, mount_point=ref.mount),
-                batch=True,
-            )
+
+            def send(c: hvac.Client, b: list[dict[str, str]] = batch) -> Any:
+                return c.secrets.transit.decrypt_data(name=ref.name, batch_input=b, mount_point=ref.mount)
+
+            body = self._call("unwrap", send, batch=True)
             out.extend(self._plaintext(p) for p in self._items(_batch_results(body), len(chunk), "plaintext"))
         return out
 
@@ -284,7 +326,7 @@ class VaultKekProvider(BaseKekProvider):
         ref = self._ref
         body = self._call(
             "rewrap",
-            lambda c: c.secrets.transit.rewrap_data(
+            lambda c: c.secrets.transit.rewrap_data(  # type: ignore[no-untyped-call]  # untyped in types-hvac
                 name=ref.name, ciphertext=ciphertext, mount_point=ref.mount, **fields
             ),
         )
@@ -298,13 +340,14 @@ class VaultKekProvider(BaseKekProvider):
         ref = self._ref
         for chunk in _chunks(items, BATCH_SIZE):
             batch = [{"ciphertext": self._ciphertext(w), **self._binding(context)} for w, context in chunk]
-            body = self._call(
-                "rewrap",
-                lambda c, b=batch: c.secrets.transit.rewrap_data(
+
+            def send(c: hvac.Client, b: list[dict[str, str]] = batch) -> Any:
+                # types-hvac leaves rewrap_data untyped.
+                return c.secrets.transit.rewrap_data(  # type: ignore[no-untyped-call]
                     name=ref.name, ciphertext=None, batch_input=b, mount_point=ref.mount
-                ),
-                batch=True,
-            )
+                )
+
+            body = self._call("rewrap", send, batch=True)
             out.extend(self._wrapped(ct) for ct in self._items(_batch_results(body), len(chunk), "ciphertext"))
         return out
 
@@ -342,12 +385,12 @@ class VaultKekProvider(BaseKekProvider):
         return info
 
     def close(self) -> None:
-        """Close every HTTP session this provider opened."""
+        """Close the idle HTTP sessions; sessions in use close when their call ends."""
         with self._lock:
-            clients, self._clients = self._clients, []
-        for client in clients:
+            self._closed = True
+            idle, self._idle = self._idle, []
+        for client in idle:
             client.adapter.close()
-        self._local = threading.local()
 
 
 def open_vault_kek(uri: str) -> VaultKekProvider:

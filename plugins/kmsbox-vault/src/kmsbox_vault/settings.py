@@ -20,7 +20,6 @@ from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 from kmsbox.errors import ConfigError
-
 from kmsbox_vault.uri import DEFAULT_PORT, VaultKeyRef
 
 __all__ = ["AppRoleCredentials", "VaultSettings", "settings_from_env"]

@@ -22,7 +22,6 @@ from urllib.parse import unquote, urlparse
 import click
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
-
 from kmsbox import BaseKekProvider, ConfigError, IntegrityError, KeyUnavailable, WrappedKey
 from kmsbox.format import encode_context
 from kmsbox.hookspecs import hookimpl

@@ -1,0 +1,1 @@
+"""The kmsbox benchmark suite: ``python -m benchmarks`` (see README)."""

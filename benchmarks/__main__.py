@@ -1,0 +1,5 @@
+"""Entry point: ``python -m benchmarks [--quick] [--only SECTION ...]``."""
+
+from benchmarks.run import main
+
+main()

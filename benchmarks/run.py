@@ -1,0 +1,419 @@
+"""Benchmarks, reported as ratios against baselines measured in the same process.
+
+Sections: engine (vs raw AES-GCM), store (vs raw SQLite / PostgreSQL loops),
+kms (KEK calls and time through each provider's fake with injected latency),
+rotation (DEK rewrap and re-encryption throughput). Prints a table and writes
+``benchmarks/results/latest.json``. Never used as a pass/fail test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sqlite3
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from rich.console import Console
+from rich.table import Table
+
+import kmsbox
+from kmsbox import format as fmt
+from kmsbox.kek import open_kek
+from kmsbox.plugins import fake_servers
+from kmsbox.store.service import SecretStore
+from kmsbox.testing.counting import CountingKek
+
+RESULTS = Path(__file__).parent / "results"
+console = Console()
+
+
+def rate(fn: Callable[[], None], *, seconds: float, min_ops: int = 50) -> float:
+    """Operations per second of ``fn``: best of three timed runs of about ``seconds`` each."""
+    for _ in range(min(min_ops, 20)):
+        fn()
+    best = 0.0
+    for _ in range(3):
+        ops = 0
+        start = time.perf_counter()
+        deadline = start + seconds
+        while True:
+            for _ in range(min_ops):
+                fn()
+            ops += min_ops
+            now = time.perf_counter()
+            if now >= deadline:
+                break
+        best = max(best, ops / (now - start))
+    return best
+
+
+def _local_kek_uri(var: str = "KMSBOX_BENCH_KEK") -> str:
+    os.environ[var] = os.urandom(32).hex()
+    return f"env://{var}"
+
+
+# --- engine -----------------------------------------------------------------------------
+
+
+def bench_engine(seconds: float) -> dict[str, Any]:
+    """Envelope encrypt/decrypt vs raw AESGCM.encrypt/decrypt, warm cache."""
+    env = kmsbox.Envelope(_local_kek_uri())
+    raw = AESGCM(AESGCM.generate_key(bit_length=256))
+    context = {"table": "payments", "column": "card"}
+    out: dict[str, Any] = {}
+    for label, size in (("256B", 256), ("4KiB", 4096), ("1MiB", 1 << 20)):
+        data = os.urandom(size)
+        blob = env.encrypt(data, context)
+        nonce = os.urandom(12)
+        raw_ct = raw.encrypt(nonce, data, None)
+        scale = seconds if size < 1 << 20 else seconds * 2
+        batch = 200 if size < 1 << 20 else 5
+        row = {
+            "engine_encrypt_per_s": rate(lambda d=data: env.encrypt(d, context), seconds=scale, min_ops=batch),
+            "raw_encrypt_per_s": rate(lambda d=data: raw.encrypt(os.urandom(12), d, None), seconds=scale, min_ops=batch),
+            "engine_decrypt_per_s": rate(lambda b=blob: env.decrypt(b, context), seconds=scale, min_ops=batch),
+            "raw_decrypt_per_s": rate(lambda c=raw_ct, n=nonce: raw.decrypt(n, c, None), seconds=scale, min_ops=batch),
+        }
+        row["encrypt_ratio"] = row["engine_encrypt_per_s"] / row["raw_encrypt_per_s"]
+        row["decrypt_ratio"] = row["engine_decrypt_per_s"] / row["raw_decrypt_per_s"]
+        out[label] = row
+    out["engine_message_overhead_bytes"] = len(env.encrypt(b"", context))
+    # Stored bytes per secret beyond the value: the envelope plus the 1-byte value type tag.
+    out["stored_secret_overhead_bytes"] = fmt.SECRET_OVERHEAD + 1
+    return out
+
+
+# --- store ------------------------------------------------------------------------------
+
+
+def _raw_sqlite(path: str, seconds: float) -> tuple[float, float]:
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=NORMAL")
+    conn.execute("CREATE TABLE raw (id TEXT PRIMARY KEY, blob BLOB NOT NULL)")
+    aead = AESGCM(AESGCM.generate_key(bit_length=256))
+    value = os.urandom(64)
+    counter = iter(range(10**9))
+
+    def put() -> None:
+        nonce = os.urandom(12)
+        conn.execute("INSERT INTO raw (id, blob) VALUES (?, ?)", (f"s{next(counter)}", nonce + aead.encrypt(nonce, value, None)))
+
+    put_rate = rate(put, seconds=seconds)
+    stored = conn.execute("SELECT COUNT(*) FROM raw").fetchone()[0]
+    index = iter(range(10**9))
+
+    def get() -> None:
+        row = conn.execute("SELECT blob FROM raw WHERE id = ?", (f"s{next(index) % stored}",)).fetchone()
+        aead.decrypt(row[0][:12], row[0][12:], None)
+
+    get_rate = rate(get, seconds=seconds)
+    conn.close()
+    return put_rate, get_rate
+
+
+def _store_rates(store: SecretStore, seconds: float, ns: str = "bench") -> tuple[float, float]:
+    value = os.urandom(32).hex()
+    counter = iter(range(10**9))
+    put_rate = rate(lambda: store.put(f"s{next(counter)}", value, namespace=ns), seconds=seconds)
+    stored = min(next(counter), 1000)
+    index = iter(range(10**9))
+    get_rate = rate(lambda: store.get(f"s{next(index) % stored}", namespace=ns), seconds=seconds)
+    return put_rate, get_rate
+
+
+def bench_store(seconds: float) -> dict[str, Any]:
+    """put/get on SQLite (read audit on and off) and PostgreSQL vs raw loops."""
+    out: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        raw_put, raw_get = _raw_sqlite(f"{tmp}/raw.db", seconds)
+        kek = _local_kek_uri()
+        with kmsbox.open_store(f"sqlite:///{tmp}/audit-on.db", kek) as store:
+            put_on, get_on = _store_rates(store, seconds)
+        with kmsbox.open_store(f"sqlite:///{tmp}/audit-off.db", kek, audit_reads=False) as store:
+            _, get_off = _store_rates(store, seconds)
+    out["sqlite"] = {
+        "raw_insert_aesgcm_per_s": raw_put,
+        "raw_select_decrypt_per_s": raw_get,
+        "put_per_s": put_on,
+        "get_audited_per_s": get_on,
+        "get_unaudited_per_s": get_off,
+        "put_ratio": put_on / raw_put,
+        "get_audited_ratio": get_on / raw_get,
+        "get_unaudited_ratio": get_off / raw_get,
+    }
+    out["postgresql"] = bench_store_postgres(seconds)
+    return out
+
+
+def _postgres_url() -> str:
+    return os.environ.get("KMSBOX_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
+
+
+def bench_store_postgres(seconds: float) -> dict[str, Any]:
+    """The same on PostgreSQL, beside a raw psycopg insert/select loop."""
+    try:
+        import psycopg
+    except ImportError:
+        return {"skipped": "psycopg / kmsbox-postgres not installed"}
+    base = _postgres_url()
+    schema = f"kmsbox_bench_{os.getpid()}"
+    try:
+        admin = psycopg.connect(base, autocommit=True, connect_timeout=3)
+    except psycopg.Error as exc:
+        return {"skipped": f"PostgreSQL unreachable: {type(exc).__name__}"}
+    try:
+        admin.execute(f"CREATE SCHEMA {schema}")
+        admin.execute(f"CREATE TABLE {schema}.raw (id TEXT PRIMARY KEY, blob BYTEA NOT NULL)")
+        aead = AESGCM(AESGCM.generate_key(bit_length=256))
+        value = os.urandom(64)
+        counter = iter(range(10**9))
+
+        def put() -> None:
+            nonce = os.urandom(12)
+            admin.execute(f"INSERT INTO {schema}.raw (id, blob) VALUES (%s, %s)", (f"s{next(counter)}", nonce + aead.encrypt(nonce, value, None)))
+
+        raw_put = rate(put, seconds=seconds, min_ops=20)
+        stored = min(next(counter), 1000)
+        index = iter(range(10**9))
+
+        def get() -> None:
+            row = admin.execute(f"SELECT blob FROM {schema}.raw WHERE id = %s", (f"s{next(index) % stored}",)).fetchone()
+            assert row is not None
+            aead.decrypt(row[0][:12], row[0][12:], None)
+
+        raw_get = rate(get, seconds=seconds, min_ops=20)
+        sep = "&" if "?" in base else "?"
+        with kmsbox.open_store(f"{base}{sep}schema={schema}", _local_kek_uri()) as store:
+            put_rate, get_rate = _store_rates(store, seconds)
+        return {
+            "raw_insert_aesgcm_per_s": raw_put,
+            "raw_select_decrypt_per_s": raw_get,
+            "put_per_s": put_rate,
+            "get_audited_per_s": get_rate,
+            "put_ratio": put_rate / raw_put,
+            "get_audited_ratio": get_rate / raw_get,
+        }
+    finally:
+        admin.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+        admin.close()
+
+
+# --- KMS calls through the fakes ---------------------------------------------------------
+
+
+def _fill(store: SecretStore, total: int, namespaces: int) -> None:
+    per = total // namespaces
+    value = "x" * 32
+    for n in range(namespaces):
+        store.import_secrets(((f"s{i}", value) for i in range(per)), namespace=f"tenant-{n}", on_conflict="overwrite")
+
+
+def bench_kms(read_secrets: int, rewrap_secrets: int, latency: float) -> dict[str, Any]:
+    """Per provider through its fake: KEK calls and time to read secrets over 10
+    namespaces on a cold cache, to migrate every namespace key to it, and to
+    rewrap the namespace keys after a KEK rotation."""
+    out: dict[str, Any] = {}
+    local_uri = _local_kek_uri("KMSBOX_BENCH_LOCAL")
+    registry = fake_servers()
+    with tempfile.TemporaryDirectory() as tmp:
+        base_db = f"{tmp}/base.db"
+        with kmsbox.open_store(f"sqlite:///{base_db}", local_uri) as store:
+            _fill(store, rewrap_secrets, 10)
+        targets: list[tuple[str, Any]] = [("local", None)] + [(name, reg) for name, reg in sorted(registry.items())]
+        for name, reg in targets:
+            server = None
+            try:
+                if reg is None:
+                    os.environ["KMSBOX_BENCH_LOCAL2"] = ",".join(f"v{v}:{os.urandom(32).hex()}" for v in (1,))
+                    kek_uri = "env://KMSBOX_BENCH_LOCAL2"
+                else:
+                    server = reg.factory()
+                    os.environ.update(server.env())
+                    kek_uri = server.kek_uri
+                db = f"{tmp}/{name}.db"
+                Path(db).write_bytes(Path(base_db).read_bytes())
+                kek = CountingKek(open_kek(kek_uri))
+                row: dict[str, Any] = {}
+                if server is not None:
+                    server.faults.configure(latency=latency)
+                # migrate: wrap every namespace key under the provider's KEK
+                with kmsbox.open_store(f"sqlite:///{db}", local_uri) as store:
+                    start = time.perf_counter()
+                    report = store.migrate_kek(kek, drop_old=True)
+                    row["migrate_seconds"] = time.perf_counter() - start
+                    row["migrate_kek_calls"] = kek.total
+                    row["migrate_namespace_keys"] = report.processed
+                # cold-cache reads of read_secrets spread over 10 namespaces
+                kek.reset()
+                with kmsbox.open_store(f"sqlite:///{db}", kek, audit_reads=False) as store:
+                    per = read_secrets // 10
+                    start = time.perf_counter()
+                    for n in range(10):
+                        for i in range(per):
+                            store.get(f"s{i}", namespace=f"tenant-{n}")
+                    row["read_seconds"] = time.perf_counter() - start
+                    row["read_kek_calls"] = kek.total
+                    row["read_secrets"] = per * 10
+                # KEK rotation, then rewrap every namespace key
+                if server is not None:
+                    server.faults.configure(latency=0)
+                    server.rotate_key(kek_uri)
+                    server.faults.configure(latency=latency)
+                else:
+                    os.environ["KMSBOX_BENCH_LOCAL2"] = f"v2:{os.urandom(32).hex()}," + os.environ["KMSBOX_BENCH_LOCAL2"]
+                    kek = CountingKek(open_kek(kek_uri))
+                kek.reset()
+                with kmsbox.open_store(f"sqlite:///{db}", kek) as store:
+                    kek.reset()
+                    start = time.perf_counter()
+                    report = store.rewrap_namespace_keys()
+                    row["rewrap_seconds"] = time.perf_counter() - start
+                    row["rewrap_kek_calls"] = kek.total
+                    row["rewrap_namespace_keys"] = report.processed
+                    row["rewrap_secrets_covered"] = rewrap_secrets
+                    if server is not None:
+                        server.faults.configure(latency=0)
+                    sample = store.get("s1", namespace="tenant-3").value
+                    row["values_intact"] = sample == "x" * 32
+                row["latency_ms"] = latency * 1000 if server is not None else 0
+                row["calls_by_operation"] = dict(kek.calls)
+                out[name] = row
+            except Exception as exc:  # a benchmark reports, it does not stop the suite
+                out[name] = {"error": f"{type(exc).__name__}: {exc}"}
+            finally:
+                if server is not None:
+                    server.stop()
+    return out
+
+
+# --- rotation throughput -----------------------------------------------------------------
+
+
+def bench_rotation(secrets: int) -> dict[str, Any]:
+    """Namespace-key rotation (DEK rewrap) and re-encryption throughput."""
+    out: dict[str, Any] = {}
+    kek = _local_kek_uri()
+    with tempfile.TemporaryDirectory() as tmp:
+        with kmsbox.open_store(f"sqlite:///{tmp}/rot.db", kek) as store:
+            _fill(store, secrets, 1)
+            store.batch_size = 2000
+            store.rotate_namespace_key("tenant-0")
+            report = store.rewrap_deks("tenant-0")
+            reenc = store.reencrypt("tenant-0")
+        out["sqlite"] = {
+            "secrets": report.processed,
+            "rewrap_per_s": report.processed / report.seconds,
+            "reencrypt_per_s": reenc.processed / reenc.seconds,
+        }
+    try:
+        import psycopg
+    except ImportError:
+        out["postgresql"] = {"skipped": "psycopg not installed"}
+        return out
+    base = _postgres_url()
+    schema = f"kmsbox_rot_{os.getpid()}"
+    sep = "&" if "?" in base else "?"
+    try:
+        with kmsbox.open_store(f"{base}{sep}schema={schema}", kek) as store:
+            _fill(store, secrets, 1)
+            store.batch_size = 2000
+            store.rotate_namespace_key("tenant-0")
+            report = store.rewrap_deks("tenant-0")
+            reenc = store.reencrypt("tenant-0")
+        out["postgresql"] = {
+            "secrets": report.processed,
+            "rewrap_per_s": report.processed / report.seconds,
+            "reencrypt_per_s": reenc.processed / reenc.seconds,
+        }
+    except Exception as exc:
+        out["postgresql"] = {"skipped": f"{type(exc).__name__}: {exc}"}
+    finally:
+        try:
+            with psycopg.connect(base, autocommit=True, connect_timeout=3) as conn:
+                conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+        except psycopg.Error:
+            pass
+    return out
+
+
+# --- report ------------------------------------------------------------------------------
+
+
+def _print(results: dict[str, Any]) -> None:
+    if "engine" in results:
+        t = Table(title="engine vs raw AES-256-GCM (local KEK, warm cache)")
+        for col in ("size", "encrypt/s", "raw/s", "ratio", "decrypt/s", "raw/s", "ratio"):
+            t.add_column(col)
+        for size in ("256B", "4KiB", "1MiB"):
+            r = results["engine"][size]
+            t.add_row(size, f"{r['engine_encrypt_per_s']:,.0f}", f"{r['raw_encrypt_per_s']:,.0f}", f"{r['encrypt_ratio']:.2f}", f"{r['engine_decrypt_per_s']:,.0f}", f"{r['raw_decrypt_per_s']:,.0f}", f"{r['decrypt_ratio']:.2f}")
+        console.print(t)
+        console.print(f"stored bytes per secret beyond the value: {results['engine']['stored_secret_overhead_bytes']} (engine message overhead {results['engine']['engine_message_overhead_bytes']})")
+    if "store" in results:
+        t = Table(title="store vs raw loops")
+        for col in ("backend", "figure", "per s", "raw per s", "ratio"):
+            t.add_column(col)
+        for backend, r in results["store"].items():
+            if "skipped" in r:
+                t.add_row(backend, "skipped", r["skipped"], "", "")
+                continue
+            t.add_row(backend, "put (audit on)", f"{r['put_per_s']:,.0f}", f"{r['raw_insert_aesgcm_per_s']:,.0f}", f"{r['put_ratio']:.2f}")
+            t.add_row(backend, "get (read audit on)", f"{r['get_audited_per_s']:,.0f}", f"{r['raw_select_decrypt_per_s']:,.0f}", f"{r['get_audited_ratio']:.2f}")
+            if "get_unaudited_per_s" in r:
+                t.add_row(backend, "get (read audit off)", f"{r['get_unaudited_per_s']:,.0f}", f"{r['raw_select_decrypt_per_s']:,.0f}", f"{r['get_unaudited_ratio']:.2f}")
+        console.print(t)
+    if "kms" in results:
+        t = Table(title="KEK calls through the fakes")
+        for col in ("provider", "latency", "read: secrets", "calls", "s", "migrate: calls", "s", "rewrap ns keys: calls", "s"):
+            t.add_column(col)
+        for name, r in results["kms"].items():
+            if "error" in r:
+                t.add_row(name, "error", r["error"][:60], "", "", "", "", "", "")
+                continue
+            t.add_row(name, f"{r['latency_ms']:.0f} ms", str(r["read_secrets"]), str(r["read_kek_calls"]), f"{r['read_seconds']:.2f}", str(r["migrate_kek_calls"]), f"{r['migrate_seconds']:.2f}", str(r["rewrap_kek_calls"]), f"{r['rewrap_seconds']:.2f}")
+        console.print(t)
+    if "rotation" in results:
+        t = Table(title="namespace-key rotation")
+        for col in ("backend", "secrets", "DEK rewrap/s", "re-encrypt/s"):
+            t.add_column(col)
+        for backend, r in results["rotation"].items():
+            if "skipped" in r:
+                t.add_row(backend, "skipped", r["skipped"], "")
+            else:
+                t.add_row(backend, str(r["secrets"]), f"{r['rewrap_per_s']:,.0f}", f"{r['reencrypt_per_s']:,.0f}")
+        console.print(t)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run the selected sections, print the tables and write the JSON report."""
+    parser = argparse.ArgumentParser(prog="python -m benchmarks")
+    parser.add_argument("--quick", action="store_true", help="Shorter runs and smaller data (for a smoke check).")
+    parser.add_argument("--only", nargs="*", choices=["engine", "store", "kms", "rotation"], help="Sections to run.")
+    parser.add_argument("--output", type=Path, default=RESULTS / "latest.json")
+    args = parser.parse_args(argv)
+    sections = args.only or ["engine", "store", "kms", "rotation"]
+    seconds = 0.3 if args.quick else 1.5
+    results: dict[str, Any] = {
+        "machine": {"python": platform.python_version(), "platform": platform.platform(), "cpus": os.cpu_count()},
+        "quick": args.quick,
+    }
+    if "engine" in sections:
+        results["engine"] = bench_engine(seconds)
+    if "store" in sections:
+        results["store"] = bench_store(seconds)
+    if "kms" in sections:
+        results["kms"] = bench_kms(1000 if args.quick else 10_000, 5000 if args.quick else 100_000, 0.010)
+    if "rotation" in sections:
+        results["rotation"] = bench_rotation(5000 if args.quick else 50_000)
+    _print(results)
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(json.dumps(results, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    console.print(f"wrote {args.output}")
