@@ -77,7 +77,9 @@ def bench_engine(seconds: float) -> dict[str, Any]:
         batch = 200 if size < 1 << 20 else 5
         row = {
             "engine_encrypt_per_s": rate(lambda d=data: env.encrypt(d, context), seconds=scale, min_ops=batch),
-            "raw_encrypt_per_s": rate(lambda d=data: raw.encrypt(os.urandom(12), d, None), seconds=scale, min_ops=batch),
+            "raw_encrypt_per_s": rate(
+                lambda d=data: raw.encrypt(os.urandom(12), d, None), seconds=scale, min_ops=batch
+            ),
             "engine_decrypt_per_s": rate(lambda b=blob: env.decrypt(b, context), seconds=scale, min_ops=batch),
             "raw_decrypt_per_s": rate(lambda c=raw_ct, n=nonce: raw.decrypt(n, c, None), seconds=scale, min_ops=batch),
         }
@@ -104,7 +106,9 @@ def _raw_sqlite(path: str, seconds: float) -> tuple[float, float]:
 
     def put() -> None:
         nonce = os.urandom(12)
-        conn.execute("INSERT INTO raw (id, blob) VALUES (?, ?)", (f"s{next(counter)}", nonce + aead.encrypt(nonce, value, None)))
+        conn.execute(
+            "INSERT INTO raw (id, blob) VALUES (?, ?)", (f"s{next(counter)}", nonce + aead.encrypt(nonce, value, None))
+        )
 
     put_rate = rate(put, seconds=seconds)
     stored = conn.execute("SELECT COUNT(*) FROM raw").fetchone()[0]
@@ -178,14 +182,19 @@ def bench_store_postgres(seconds: float) -> dict[str, Any]:
 
         def put() -> None:
             nonce = os.urandom(12)
-            admin.execute(f"INSERT INTO {schema}.raw (id, blob) VALUES (%s, %s)", (f"s{next(counter)}", nonce + aead.encrypt(nonce, value, None)))
+            admin.execute(
+                f"INSERT INTO {schema}.raw (id, blob) VALUES (%s, %s)",
+                (f"s{next(counter)}", nonce + aead.encrypt(nonce, value, None)),
+            )
 
         raw_put = rate(put, seconds=seconds, min_ops=20)
         stored = min(next(counter), 1000)
         index = iter(range(10**9))
 
         def get() -> None:
-            row = admin.execute(f"SELECT blob FROM {schema}.raw WHERE id = %s", (f"s{next(index) % stored}",)).fetchone()
+            row = admin.execute(
+                f"SELECT blob FROM {schema}.raw WHERE id = %s", (f"s{next(index) % stored}",)
+            ).fetchone()
             assert row is not None
             aead.decrypt(row[0][:12], row[0][12:], None)
 
@@ -268,7 +277,9 @@ def bench_kms(read_secrets: int, rewrap_secrets: int, latency: float) -> dict[st
                     server.rotate_key(kek_uri)
                     server.faults.configure(latency=latency)
                 else:
-                    os.environ["KMSBOX_BENCH_LOCAL2"] = f"v2:{os.urandom(32).hex()}," + os.environ["KMSBOX_BENCH_LOCAL2"]
+                    os.environ["KMSBOX_BENCH_LOCAL2"] = (
+                        f"v2:{os.urandom(32).hex()}," + os.environ["KMSBOX_BENCH_LOCAL2"]
+                    )
                     kek = CountingKek(open_kek(kek_uri))
                 kek.reset()
                 with kmsbox.open_store(f"sqlite:///{db}", kek) as store:
@@ -354,9 +365,19 @@ def _print(results: dict[str, Any]) -> None:
             t.add_column(col)
         for size in ("256B", "4KiB", "1MiB"):
             r = results["engine"][size]
-            t.add_row(size, f"{r['engine_encrypt_per_s']:,.0f}", f"{r['raw_encrypt_per_s']:,.0f}", f"{r['encrypt_ratio']:.2f}", f"{r['engine_decrypt_per_s']:,.0f}", f"{r['raw_decrypt_per_s']:,.0f}", f"{r['decrypt_ratio']:.2f}")
+            t.add_row(
+                size,
+                f"{r['engine_encrypt_per_s']:,.0f}",
+                f"{r['raw_encrypt_per_s']:,.0f}",
+                f"{r['encrypt_ratio']:.2f}",
+                f"{r['engine_decrypt_per_s']:,.0f}",
+                f"{r['raw_decrypt_per_s']:,.0f}",
+                f"{r['decrypt_ratio']:.2f}",
+            )
         console.print(t)
-        console.print(f"stored bytes per secret beyond the value: {results['engine']['stored_secret_overhead_bytes']} (engine message overhead {results['engine']['engine_message_overhead_bytes']})")
+        console.print(
+            f"stored bytes per secret beyond the value: {results['engine']['stored_secret_overhead_bytes']} (engine message overhead {results['engine']['engine_message_overhead_bytes']})"
+        )
     if "store" in results:
         t = Table(title="store vs raw loops")
         for col in ("backend", "figure", "per s", "raw per s", "ratio"):
@@ -365,20 +386,58 @@ def _print(results: dict[str, Any]) -> None:
             if "skipped" in r:
                 t.add_row(backend, "skipped", r["skipped"], "", "")
                 continue
-            t.add_row(backend, "put (audit on)", f"{r['put_per_s']:,.0f}", f"{r['raw_insert_aesgcm_per_s']:,.0f}", f"{r['put_ratio']:.2f}")
-            t.add_row(backend, "get (read audit on)", f"{r['get_audited_per_s']:,.0f}", f"{r['raw_select_decrypt_per_s']:,.0f}", f"{r['get_audited_ratio']:.2f}")
+            t.add_row(
+                backend,
+                "put (audit on)",
+                f"{r['put_per_s']:,.0f}",
+                f"{r['raw_insert_aesgcm_per_s']:,.0f}",
+                f"{r['put_ratio']:.2f}",
+            )
+            t.add_row(
+                backend,
+                "get (read audit on)",
+                f"{r['get_audited_per_s']:,.0f}",
+                f"{r['raw_select_decrypt_per_s']:,.0f}",
+                f"{r['get_audited_ratio']:.2f}",
+            )
             if "get_unaudited_per_s" in r:
-                t.add_row(backend, "get (read audit off)", f"{r['get_unaudited_per_s']:,.0f}", f"{r['raw_select_decrypt_per_s']:,.0f}", f"{r['get_unaudited_ratio']:.2f}")
+                t.add_row(
+                    backend,
+                    "get (read audit off)",
+                    f"{r['get_unaudited_per_s']:,.0f}",
+                    f"{r['raw_select_decrypt_per_s']:,.0f}",
+                    f"{r['get_unaudited_ratio']:.2f}",
+                )
         console.print(t)
     if "kms" in results:
         t = Table(title="KEK calls through the fakes")
-        for col in ("provider", "latency", "read: secrets", "calls", "s", "migrate: calls", "s", "rewrap ns keys: calls", "s"):
+        for col in (
+            "provider",
+            "latency",
+            "read: secrets",
+            "calls",
+            "s",
+            "migrate: calls",
+            "s",
+            "rewrap ns keys: calls",
+            "s",
+        ):
             t.add_column(col)
         for name, r in results["kms"].items():
             if "error" in r:
                 t.add_row(name, "error", r["error"][:60], "", "", "", "", "", "")
                 continue
-            t.add_row(name, f"{r['latency_ms']:.0f} ms", str(r["read_secrets"]), str(r["read_kek_calls"]), f"{r['read_seconds']:.2f}", str(r["migrate_kek_calls"]), f"{r['migrate_seconds']:.2f}", str(r["rewrap_kek_calls"]), f"{r['rewrap_seconds']:.2f}")
+            t.add_row(
+                name,
+                f"{r['latency_ms']:.0f} ms",
+                str(r["read_secrets"]),
+                str(r["read_kek_calls"]),
+                f"{r['read_seconds']:.2f}",
+                str(r["migrate_kek_calls"]),
+                f"{r['migrate_seconds']:.2f}",
+                str(r["rewrap_kek_calls"]),
+                f"{r['rewrap_seconds']:.2f}",
+            )
         console.print(t)
     if "rotation" in results:
         t = Table(title="namespace-key rotation")

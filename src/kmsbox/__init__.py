@@ -43,10 +43,10 @@ __all__ = [
     "__version__",
 ]
 
-from kmsbox.store.audit import AuditEvent, AuditVerification, Checkpoint  # noqa: E402
-from kmsbox.store.config import open_store  # noqa: E402
-from kmsbox.store.models import GetResult, Page, Secret, SecretInfo, SecretVersionInfo  # noqa: E402
-from kmsbox.store.service import SecretStore  # noqa: E402
+from kmsbox.store.audit import AuditEvent, AuditVerification, Checkpoint
+from kmsbox.store.config import open_store
+from kmsbox.store.models import GetResult, Page, Secret, SecretInfo, SecretVersionInfo
+from kmsbox.store.service import SecretStore
 
 __all__ += [
     "open_store",

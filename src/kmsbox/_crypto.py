@@ -19,7 +19,17 @@ KEY_SIZE = 32
 NONCE_SIZE = 12
 TAG_SIZE = 16
 
-__all__ = ["KEY_SIZE", "NONCE_SIZE", "TAG_SIZE", "Aead", "constant_time_equal", "hmac_sha256", "random_bytes", "random_key", "random_nonce"]
+__all__ = [
+    "KEY_SIZE",
+    "NONCE_SIZE",
+    "TAG_SIZE",
+    "Aead",
+    "constant_time_equal",
+    "hmac_sha256",
+    "random_bytes",
+    "random_key",
+    "random_nonce",
+]
 
 
 def random_key() -> bytes:
@@ -64,6 +74,10 @@ class Aead:
         """Encrypt under a fresh nonce; return ``(nonce, ciphertext_and_tag)``."""
         nonce = os.urandom(NONCE_SIZE)
         return nonce, self._aesgcm.encrypt(nonce, plaintext, aad)
+
+    def seal_with_nonce(self, nonce: bytes, plaintext: bytes, aad: bytes) -> bytes:
+        """Encrypt under a caller-supplied fresh random nonce (from :func:`random_bytes`)."""
+        return self._aesgcm.encrypt(nonce, plaintext, aad)
 
     def open(self, nonce: bytes, ciphertext: bytes, aad: bytes) -> bytes:
         """Decrypt and authenticate; any failure is an opaque IntegrityError."""

@@ -92,7 +92,9 @@ class Envelope:
             header = blob[:end]
             slot = self._cache.get(header)
             if slot is not None:
-                return slot[1].open(blob[end : end + NONCE_SIZE], blob[end + NONCE_SIZE :], header + fmt.encode_context_cached(context))
+                return slot[1].open(
+                    blob[end : end + NONCE_SIZE], blob[end + NONCE_SIZE :], header + fmt.encode_context_cached(context)
+                )
         env = fmt.parse_message(blob)
         slot = self._cache.get(env.header)
         if slot is None:

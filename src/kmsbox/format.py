@@ -173,7 +173,9 @@ def encode_message_header(kek_version: str, wrapped_key: bytes) -> bytes:
     vb = kek_version.encode("ascii")
     if not 0 < len(vb) <= 0xFF or not 0 < len(wrapped_key) <= 0xFFFF:
         raise ValueError("KEK version or wrapped key has an unsupported length")
-    head = MAGIC + bytes((FORMAT_VERSION, KIND_MESSAGE, len(vb))) + vb + struct.pack(">H", len(wrapped_key)) + wrapped_key
+    head = (
+        MAGIC + bytes((FORMAT_VERSION, KIND_MESSAGE, len(vb))) + vb + struct.pack(">H", len(wrapped_key)) + wrapped_key
+    )
     # The CRC tells a corrupted header (IntegrityError) from a real missing KEK version.
     return head + _CRC.pack(zlib.crc32(head))
 
@@ -244,14 +246,7 @@ def encode_secret(
     ):
         raise ValueError("secret envelope fields have unsupported sizes")
     head = _SECRET_HEAD.pack(MAGIC, FORMAT_VERSION, KIND_SECRET, namespace_key_version)
-    return (
-        head
-        + _CRC.pack(zlib.crc32(head))
-        + dek_nonce
-        + wrapped_dek
-        + nonce
-        + ciphertext
-    )
+    return head + _CRC.pack(zlib.crc32(head)) + dek_nonce + wrapped_dek + nonce + ciphertext
 
 
 def parse_secret(blob: bytes) -> SecretEnvelope:
@@ -309,4 +304,6 @@ def encode_audit_record(fields: Sequence[object]) -> bytes:
     ``fields`` is the event's values in a fixed order (strings, numbers, None and
     string-keyed mappings), encoded as compact JSON with sorted keys.
     """
-    return b"KB\x01audit" + json.dumps(list(fields), separators=(",", ":"), sort_keys=True, ensure_ascii=False).encode("utf-8")
+    return b"KB\x01audit" + json.dumps(list(fields), separators=(",", ":"), sort_keys=True, ensure_ascii=False).encode(
+        "utf-8"
+    )

@@ -142,7 +142,7 @@ class BaseKekProvider(ABC):
         """Unknown by default."""
         return None
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - optional hook with a do-nothing default
         """Nothing to release by default."""
 
     def _check_uri(self, wrapped: WrappedKey) -> None:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 from kmsbox import format as fmt
-from kmsbox._crypto import Aead, random_key
+from kmsbox._crypto import KEY_SIZE, NONCE_SIZE, Aead, random_bytes
 
 __all__ = ["CacheStats", "KeyCache", "open_secret", "rewrap_secret", "seal_secret"]
 
@@ -118,9 +118,13 @@ def seal_secret(
     namespace_key: Aead, namespace_key_version: int, namespace: str, name: str, secret_version: int, value: bytes
 ) -> bytes:
     """Encrypt ``value`` under a fresh DEK wrapped by the namespace key; return the stored blob."""
-    dek = random_key()
-    dek_nonce, wrapped_dek = namespace_key.seal(dek, fmt.dek_aad(namespace, name, secret_version, namespace_key_version))
-    nonce, ciphertext = Aead(dek).seal(value, fmt.value_aad(namespace, name, secret_version))
+    # One read of the random source for the DEK and both nonces.
+    fresh = random_bytes(KEY_SIZE + 2 * NONCE_SIZE)
+    dek, dek_nonce, nonce = fresh[:KEY_SIZE], fresh[KEY_SIZE : KEY_SIZE + NONCE_SIZE], fresh[KEY_SIZE + NONCE_SIZE :]
+    wrapped_dek = namespace_key.seal_with_nonce(
+        dek_nonce, dek, fmt.dek_aad(namespace, name, secret_version, namespace_key_version)
+    )
+    ciphertext = Aead(dek).seal_with_nonce(nonce, value, fmt.value_aad(namespace, name, secret_version))
     return fmt.encode_secret(namespace_key_version, dek_nonce, wrapped_dek, nonce, ciphertext)
 
 
@@ -150,6 +154,8 @@ def rewrap_secret(
 ) -> bytes:
     """Move a stored blob's DEK to another namespace-key version; the value ciphertext is kept."""
     env = fmt.parse_secret(blob)
-    dek = old_key.open(env.dek_nonce, env.wrapped_dek, fmt.dek_aad(namespace, name, secret_version, env.namespace_key_version))
+    dek = old_key.open(
+        env.dek_nonce, env.wrapped_dek, fmt.dek_aad(namespace, name, secret_version, env.namespace_key_version)
+    )
     dek_nonce, wrapped = new_key.seal(dek, fmt.dek_aad(namespace, name, secret_version, new_version))
     return fmt.encode_secret(new_version, dek_nonce, wrapped, env.nonce, env.ciphertext)

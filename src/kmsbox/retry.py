@@ -36,7 +36,13 @@ class RetryPolicy:
     timeout: float = 10.0
 
     def __post_init__(self) -> None:
-        if self.max_attempts < 1 or self.base_delay < 0 or self.max_delay < 0 or self.deadline <= 0 or self.timeout <= 0:
+        if (
+            self.max_attempts < 1
+            or self.base_delay < 0
+            or self.max_delay < 0
+            or self.deadline <= 0
+            or self.timeout <= 0
+        ):
             raise ConfigError("retry settings must be positive")
 
     @classmethod
@@ -49,7 +55,9 @@ class RetryPolicy:
                 timeout=float(os.environ.get("KMSBOX_KMS_TIMEOUT", cls.timeout)),
             )
         except ValueError:
-            raise ConfigError("KMSBOX_KMS_MAX_ATTEMPTS, KMSBOX_KMS_DEADLINE and KMSBOX_KMS_TIMEOUT must be numbers") from None
+            raise ConfigError(
+                "KMSBOX_KMS_MAX_ATTEMPTS, KMSBOX_KMS_DEADLINE and KMSBOX_KMS_TIMEOUT must be numbers"
+            ) from None
 
     def delay(self, attempt: int, rng: random.Random | None = None) -> float:
         """Full-jitter backoff before retry number ``attempt`` (1-based)."""

@@ -68,11 +68,7 @@ def table_rows(db_path: Path, *, skip: tuple[str, ...] = ()) -> dict[str, list[t
     """Every row of every kmsbox table (except ``skip``), sorted, from the SQLite file."""
     with closing(sqlite3.connect(db_path)) as conn:
         tables = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")]
-        return {
-            t: sorted(conn.execute(f'SELECT * FROM "{t}"').fetchall(), key=repr)  # noqa: S608 - names from sqlite_master
-            for t in tables
-            if t not in skip
-        }
+        return {t: sorted(conn.execute(f'SELECT * FROM "{t}"').fetchall(), key=repr) for t in tables if t not in skip}
 
 
 #: The tables an audited operation writes to even when it changes nothing else.

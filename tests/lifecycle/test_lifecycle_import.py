@@ -74,16 +74,18 @@ def test_parse_dotenv_of_any_text_returns_pairs_or_raises_value_error(text: str)
     assert len({k for k, _ in pairs}) == len(pairs)
 
 
-_VALUE_CHARS = st.characters(blacklist_categories=("Cs", "Cc", "Zl", "Zp"), blacklist_characters="\x85") | st.sampled_from(
-    "\n\t\r\"\\'#= "
-)
+_VALUE_CHARS = st.characters(
+    blacklist_categories=("Cs", "Cc", "Zl", "Zp"), blacklist_characters="\x85"
+) | st.sampled_from("\n\t\r\"\\'#= ")
 _NAMES = st.text(string.ascii_letters + "_", min_size=1, max_size=8).flatmap(
     lambda head: st.text(string.ascii_letters + string.digits + "_.-", max_size=12).map(lambda tail: head + tail)
 )
 
 
 def _quote(value: str) -> str:
-    escaped = value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n").replace("\r", "\\r").replace("\t", "\\t")
+    escaped = (
+        value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n").replace("\r", "\\r").replace("\t", "\\t")
+    )
     return f'"{escaped}"'
 
 
@@ -154,7 +156,9 @@ def _legacy_table(master_key: bytes, count: int) -> list[tuple[int, str, bytes, 
     rows = []
     for i in range(count):
         nonce = os.urandom(12)
-        rows.append((i, f"legacy_{i:03d}", nonce, aead.encrypt(nonce, f"legacy secret {i} ✓".encode(), b"secrets-table")))
+        rows.append(
+            (i, f"legacy_{i:03d}", nonce, aead.encrypt(nonce, f"legacy secret {i} ✓".encode(), b"secrets-table"))
+        )
     return rows
 
 

@@ -168,7 +168,9 @@ def test_migrate_kek_to_a_cloud_kms_then_rotate_it(
     rewrap = store.rewrap_namespace_keys()
     assert rewrap.remaining == 0
     assert rewrap.processed + rewrap.skipped == 3
-    assert {w["kek_version"] for info in store.status()["namespaces"].values() for k in info["keys"] for w in k["wraps"]} == {primary}
+    assert {
+        w["kek_version"] for info in store.status()["namespaces"].values() for k in info["keys"] for w in k["wraps"]
+    } == {primary}
     assert all(info["pending"] == [] for info in store.status()["namespaces"].values())
     assert secret_blobs(db_path) == before
     store.close()

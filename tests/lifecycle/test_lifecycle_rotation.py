@@ -245,9 +245,7 @@ def test_interrupted_reencrypt_keeps_a_checkpoint_and_resumes_after_it(open_stor
     read_all(store, expected)
 
 
-def test_mark_compromised_stops_new_wraps_and_reencrypt_moves_everything_off(
-    open_store: Opener, db_path: Path
-) -> None:
+def test_mark_compromised_stops_new_wraps_and_reencrypt_moves_everything_off(open_store: Opener, db_path: Path) -> None:
     store = open_store()
     expected = _expected(store, "app", 20)
     before = secret_blobs(db_path)
@@ -300,7 +298,10 @@ def test_compromising_a_rotating_key_and_bad_versions(open_store: Opener, db_pat
 
 def _key_rows(db_path: Path) -> set[tuple[str, int, str]]:
     with closing(sqlite3.connect(db_path)) as conn:
-        return {(r[0], int(r[1]), r[2]) for r in conn.execute("SELECT namespace, version, status FROM kmsbox_namespace_keys")}
+        return {
+            (r[0], int(r[1]), r[2])
+            for r in conn.execute("SELECT namespace, version, status FROM kmsbox_namespace_keys")
+        }
 
 
 def test_cleanup_retired_keys_deletes_unreferenced_and_refuses_referenced(open_store: Opener, db_path: Path) -> None:

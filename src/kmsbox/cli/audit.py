@@ -44,7 +44,17 @@ def audit_group() -> None:
 @click.option("--limit", type=click.IntRange(1, 10_000), default=100, show_default=True)
 @click.option("--cursor", type=click.IntRange(0), default=0, help="Cursor from the previous page.")
 @pass_settings
-def audit_list(settings: Settings, namespace: str | None, name: str | None, action: str | None, result: str | None, since: str | None, until: str | None, limit: int, cursor: int) -> None:
+def audit_list(
+    settings: Settings,
+    namespace: str | None,
+    name: str | None,
+    action: str | None,
+    result: str | None,
+    since: str | None,
+    until: str | None,
+    limit: int,
+    cursor: int,
+) -> None:
     """List audit events, oldest first."""
     filters = AuditFilter(namespace, name, action, result, _when(since), _when(until))
     with open_cli_store(settings) as store:
@@ -55,7 +65,20 @@ def audit_list(settings: Settings, namespace: str | None, name: str | None, acti
     table(
         "audit events",
         ["seq", "time", "namespace", "name", "version", "action", "result", "actor", "detail"],
-        [[e.seq, fmt_time(e.time), e.namespace, e.name, e.secret_version, e.action, e.result, e.actor, json.dumps(e.detail) if e.detail else ""] for e in events],
+        [
+            [
+                e.seq,
+                fmt_time(e.time),
+                e.namespace,
+                e.name,
+                e.secret_version,
+                e.action,
+                e.result,
+                e.actor,
+                json.dumps(e.detail) if e.detail else "",
+            ]
+            for e in events
+        ],
     )
     if next_cursor:
         click.echo(f"more: --cursor {next_cursor}")
@@ -77,7 +100,12 @@ def audit_checkpoint(settings: Settings, output: Path | None) -> None:
 
 
 @audit_group.command("verify")
-@click.option("--checkpoint", "checkpoint_file", type=click.Path(exists=True, dir_okay=False, path_type=Path), help="A checkpoint saved earlier.")
+@click.option(
+    "--checkpoint",
+    "checkpoint_file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="A checkpoint saved earlier.",
+)
 @pass_settings
 def audit_verify(settings: Settings, checkpoint_file: Path | None) -> None:
     """Verify the chain; exit 10 if it was tampered with."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import shlex
 import signal
 import threading
@@ -38,12 +39,25 @@ def fake_list(settings: Settings) -> None:
 
 @fake_group.command("serve")
 @click.option("--only", "only", multiple=True, metavar="NAME", help="Start only these fakes (repeatable).")
-@click.option("--latency", type=click.FloatRange(0, 60), default=0.0, show_default=True, help="Seconds added to every call.")
-@click.option("--fault-rate", type=click.FloatRange(0, 1), default=0.0, show_default=True, help="Fraction of calls that fail.")
+@click.option(
+    "--latency", type=click.FloatRange(0, 60), default=0.0, show_default=True, help="Seconds added to every call."
+)
+@click.option(
+    "--fault-rate", type=click.FloatRange(0, 1), default=0.0, show_default=True, help="Fraction of calls that fail."
+)
 @click.option("--fault-kind", type=click.Choice(FAULT_KINDS), default="unavailable", show_default=True)
-@click.option("--port", "ports", multiple=True, metavar="NAME=PORT", help="Fixed port for a fake (default: a free one).")
+@click.option(
+    "--port", "ports", multiple=True, metavar="NAME=PORT", help="Fixed port for a fake (default: a free one)."
+)
 @pass_settings
-def fake_serve(settings: Settings, only: tuple[str, ...], latency: float, fault_rate: float, fault_kind: str, ports: tuple[str, ...]) -> None:
+def fake_serve(
+    settings: Settings,
+    only: tuple[str, ...],
+    latency: float,
+    fault_rate: float,
+    fault_kind: str,
+    ports: tuple[str, ...],
+) -> None:
     """Start the fakes, print the settings to export, and serve until interrupted."""
     registry = fake_servers()
     names = list(only) or sorted(registry)
@@ -76,10 +90,8 @@ def fake_serve(settings: Settings, only: tuple[str, ...], latency: float, fault_
             click.echo("# serving; press Ctrl-C to stop", err=True)
         stop = threading.Event()
         signal.signal(signal.SIGTERM, lambda *_: stop.set())
-        try:
+        with contextlib.suppress(KeyboardInterrupt):
             stop.wait()
-        except KeyboardInterrupt:
-            pass
     finally:
         for server in started:
             server.stop()

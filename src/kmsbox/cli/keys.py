@@ -8,7 +8,7 @@ import click
 
 from kmsbox.cli.main import Settings, pass_settings
 from kmsbox.cli.output import emit_json
-from kmsbox.providers.local import add_keyring_version, generate_keyring, generate_hex_key, remove_keyring_version
+from kmsbox.providers.local import add_keyring_version, generate_hex_key, generate_keyring, remove_keyring_version
 
 __all__ = ["register"]
 

@@ -83,10 +83,15 @@ def rotate_cmd(settings: Settings, namespace: str, rewrap: bool, dry_run: bool) 
         version = store.rotate_namespace_key(namespace, dry_run=dry_run)
         if not settings.as_json:
             click.echo(f"{'would rotate' if dry_run else 'rotated'} {namespace} to key version {version}")
+        report = None
         if rewrap or dry_run:
             with _progress(settings, "rewrapping DEKs") as progress:
                 report = store.rewrap_deks(namespace, dry_run=dry_run, progress=progress)
-            _report(settings, report)
+    if settings.as_json:
+        # One JSON document: the new version and the DEK rewrap's report (null with --no-rewrap).
+        emit_json({"namespace": namespace, "new_version": version, "dry_run": dry_run, "rewrap": report.to_dict() if report else None})
+    elif report is not None:
+        _report(settings, report)
 
 
 @click.command("rewrap-deks")

@@ -98,13 +98,17 @@ class KmsboxGroup(click.Group):
 
 @click.group(cls=KmsboxGroup)
 @click.option("--store", "store", metavar="URL", help="Storage URL (default: $KMSBOX_STORE or kmsbox.toml).")
-@click.option("--kek", "keks", metavar="URI", multiple=True, help="KEK URI; repeat for escrow KEKs (default: $KMSBOX_KEK).")
+@click.option(
+    "--kek", "keks", metavar="URI", multiple=True, help="KEK URI; repeat for escrow KEKs (default: $KMSBOX_KEK)."
+)
 @click.option("--config", "config", metavar="FILE", help="Config file (default: ./kmsbox.toml or $KMSBOX_CONFIG).")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable JSON output.")
 @click.option("--no-read-audit", is_flag=True, help="Do not record successful reads in the audit log.")
 @click.version_option(package_name="kmsbox")
 @click.pass_context
-def cli(ctx: click.Context, store: str | None, keks: tuple[str, ...], config: str | None, as_json: bool, no_read_audit: bool) -> None:
+def cli(
+    ctx: click.Context, store: str | None, keks: tuple[str, ...], config: str | None, as_json: bool, no_read_audit: bool
+) -> None:
     """kmsbox: envelope encryption and a secret store over pluggable KMS providers."""
     ctx.obj = Settings(store, list(keks), config, as_json, no_read_audit)
 

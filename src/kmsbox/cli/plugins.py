@@ -24,7 +24,14 @@ def plugins_cmd(settings: Settings, as_json: bool) -> None:
         "kmsbox plugins",
         ["plugin", "distribution", "KEK schemes", "storage schemes", "fakes", "hooks"],
         [
-            [r["name"], r["distribution"] or "(built in)", ", ".join(r["kek_schemes"]), ", ".join(r["storage_schemes"]), ", ".join(r["fake_servers"]), ", ".join(r["hooks"])]
+            [
+                r["name"],
+                r["distribution"] or "(built in)",
+                ", ".join(r["kek_schemes"]),
+                ", ".join(r["storage_schemes"]),
+                ", ".join(r["fake_servers"]),
+                ", ".join(r["hooks"]),
+            ]
             for r in rows
         ],
     )

@@ -62,13 +62,30 @@ def _read_value(binary: bool) -> str | bytes:
 @click.option("--label", "labels", multiple=True, metavar="KEY=VALUE", help="A label; repeatable.")
 @click.option("--binary", is_flag=True, help="Store stdin as bytes, exactly.")
 @pass_settings
-def put_cmd(settings: Settings, namespace: str, name: str, expires: str | None, category: str | None, description: str | None, labels: tuple[str, ...], binary: bool) -> None:
+def put_cmd(
+    settings: Settings,
+    namespace: str,
+    name: str,
+    expires: str | None,
+    category: str | None,
+    description: str | None,
+    labels: tuple[str, ...],
+    binary: bool,
+) -> None:
     """Store a secret read from stdin (or a hidden prompt); makes a new version."""
     expiry = parse_duration(expires) if expires else None
     label_map = _parse_labels(labels)
     value = _read_value(binary)
     with open_cli_store(settings) as store:
-        info = store.put(name, value, namespace=namespace, expires=expiry, category=category, description=description, labels=label_map)
+        info = store.put(
+            name,
+            value,
+            namespace=namespace,
+            expires=expiry,
+            category=category,
+            description=description,
+            labels=label_map,
+        )
     if settings.as_json:
         emit_json(info.to_dict())
     else:
@@ -86,7 +103,14 @@ def get_cmd(settings: Settings, namespace: str, name: str, version: int | None) 
         secret = store.get(name, namespace=namespace, version=version)
     if settings.as_json:
         value = secret.value
-        emit_json({**secret.info.to_dict(), "version": secret.version, "value": value if isinstance(value, str) else value.hex(), "encoding": "utf-8" if isinstance(value, str) else "hex"})
+        emit_json(
+            {
+                **secret.info.to_dict(),
+                "version": secret.version,
+                "value": value if isinstance(value, str) else value.hex(),
+                "encoding": "utf-8" if isinstance(value, str) else "hex",
+            }
+        )
     elif isinstance(secret.value, bytes):
         sys.stdout.buffer.write(secret.value)
         sys.stdout.buffer.flush()
@@ -102,7 +126,15 @@ def get_cmd(settings: Settings, namespace: str, name: str, version: int | None) 
 @click.option("--cursor", help="Cursor from the previous page.")
 @click.option("--all", "all_pages", is_flag=True, help="Stream every page.")
 @pass_settings
-def list_cmd(settings: Settings, namespace: str, category: str | None, label: str | None, limit: int, cursor: str | None, all_pages: bool) -> None:
+def list_cmd(
+    settings: Settings,
+    namespace: str,
+    category: str | None,
+    label: str | None,
+    limit: int,
+    cursor: str | None,
+    all_pages: bool,
+) -> None:
     """List secrets' metadata (never values)."""
     with open_cli_store(settings) as store:
         if all_pages:
@@ -117,7 +149,19 @@ def list_cmd(settings: Settings, namespace: str, category: str | None, label: st
     table(
         f"secrets in {namespace}",
         ["name", "version", "status", "category", "expires", "reads", "last read", "labels"],
-        [[i.name, i.version, i.status, i.category, fmt_time(i.expires_at), i.access_count, fmt_time(i.last_accessed_at), ",".join(f"{k}={v}" for k, v in sorted(i.labels.items()))] for i in items],
+        [
+            [
+                i.name,
+                i.version,
+                i.status,
+                i.category,
+                fmt_time(i.expires_at),
+                i.access_count,
+                fmt_time(i.last_accessed_at),
+                ",".join(f"{k}={v}" for k, v in sorted(i.labels.items())),
+            ]
+            for i in items
+        ],
     )
     if next_cursor:
         click.echo(f"more: --cursor {next_cursor}")
@@ -132,9 +176,23 @@ def history_cmd(settings: Settings, namespace: str, name: str) -> None:
     with open_cli_store(settings) as store:
         versions = store.history(name, namespace=namespace)
     if settings.as_json:
-        emit_json([{"version": v.version, "created_at": v.created_at, "namespace_key_version": v.namespace_key_version, "current": v.current} for v in versions])
+        emit_json(
+            [
+                {
+                    "version": v.version,
+                    "created_at": v.created_at,
+                    "namespace_key_version": v.namespace_key_version,
+                    "current": v.current,
+                }
+                for v in versions
+            ]
+        )
         return
-    table(f"{namespace}/{name}", ["version", "created", "namespace key", "current"], [[v.version, fmt_time(v.created_at), v.namespace_key_version, "yes" if v.current else ""] for v in versions])
+    table(
+        f"{namespace}/{name}",
+        ["version", "created", "namespace key", "current"],
+        [[v.version, fmt_time(v.created_at), v.namespace_key_version, "yes" if v.current else ""] for v in versions],
+    )
 
 
 def _status_command(action: str) -> click.Command:
@@ -153,13 +211,19 @@ def _status_command(action: str) -> click.Command:
         if settings.as_json:
             emit_json(result)
         else:
-            click.echo(f"{action}d {namespace}/{name}" if action != "delete" else f"deleted {namespace}/{name} ({result['deleted_versions']} versions)")
+            click.echo(
+                f"{action}d {namespace}/{name}"
+                if action != "delete"
+                else f"deleted {namespace}/{name} ({result['deleted_versions']} versions)"
+            )
 
     return command
 
 
 @click.command("cleanup")
-@click.option("--retention", default="0s", show_default=True, metavar="DURATION", help="Keep expired secrets this long.")
+@click.option(
+    "--retention", default="0s", show_default=True, metavar="DURATION", help="Keep expired secrets this long."
+)
 @pass_settings
 def cleanup_cmd(settings: Settings, retention: str) -> None:
     """Delete secrets that expired longer ago than the retention."""

@@ -80,7 +80,7 @@ class LocalKekProvider(BaseKekProvider):
 
     def versions(self) -> list[str]:
         """All versions this provider can unwrap, primary first."""
-        return [self._primary] + sorted(v for v in self._aeads if v != self._primary)
+        return [self._primary, *sorted(v for v in self._aeads if v != self._primary)]
 
     def describe(self) -> dict[str, str]:
         """Provider kind, source and versions (never key bytes)."""
@@ -164,7 +164,11 @@ def _read_keyring(path: Path) -> dict[str, Any]:
 def _keyring_keys(data: dict[str, Any], where: str) -> tuple[dict[str, bytes], str]:
     keys: dict[str, bytes] = {}
     for index, entry in enumerate(data["keys"]):
-        if not isinstance(entry, dict) or not isinstance(entry.get("version"), str) or not isinstance(entry.get("key"), str):
+        if (
+            not isinstance(entry, dict)
+            or not isinstance(entry.get("version"), str)
+            or not isinstance(entry.get("key"), str)
+        ):
             raise ConfigError(f"{where}: key entry {index + 1} needs string fields 'version' and 'key'")
         version = entry["version"]
         if not _VERSION_RE.match(version):
@@ -218,7 +222,11 @@ def generate_keyring(path: str | os.PathLike[str], *, overwrite: bool = False) -
         raise ConfigError(f"keyring file {target} already exists")
     _write_keyring(
         target,
-        {"format": KEYRING_FORMAT, "primary": "v1", "keys": [{"version": "v1", "key": random_key().hex(), "created": _now()}]},
+        {
+            "format": KEYRING_FORMAT,
+            "primary": "v1",
+            "keys": [{"version": "v1", "key": random_key().hex(), "created": _now()}],
+        },
     )
     return f"file://{target}"
 
@@ -259,4 +267,3 @@ def register_kek_providers(register: Any) -> None:
     """Register ``env://`` and ``file://``."""
     register("env", open_env_kek, "local key(s) in an environment variable")
     register("file", open_file_kek, "local versioned keyring file")
-

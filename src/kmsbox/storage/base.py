@@ -126,7 +126,9 @@ class Transaction(Protocol):
         """The secret's metadata row, locked for update when asked."""
         ...
 
-    def get_secret_with_blob(self, namespace: str, name: str, version: int | None) -> tuple[SecretRow, SecretVersionRow | None] | None:
+    def get_secret_with_blob(
+        self, namespace: str, name: str, version: int | None
+    ) -> tuple[SecretRow, SecretVersionRow | None] | None:
         """The metadata row and one version (the latest when ``version`` is None)."""
         ...
 
@@ -155,7 +157,13 @@ class Transaction(Protocol):
         ...
 
     def update_version_blob(
-        self, namespace: str, name: str, version: int, blob: bytes, namespace_key_version: int, expected_namespace_key_version: int
+        self,
+        namespace: str,
+        name: str,
+        version: int,
+        blob: bytes,
+        namespace_key_version: int,
+        expected_namespace_key_version: int,
     ) -> bool:
         """Replace a version's blob if it is still under the expected namespace-key version."""
         ...
@@ -184,7 +192,9 @@ class Transaction(Protocol):
         """A batch of versions whose DEK is wrapped by a namespace-key version."""
         ...
 
-    def versions_in_namespace(self, namespace: str, after: tuple[str, int] | None, limit: int) -> list[SecretVersionRow]:
+    def versions_in_namespace(
+        self, namespace: str, after: tuple[str, int] | None, limit: int
+    ) -> list[SecretVersionRow]:
         """A batch of all versions of a namespace, ordered by (name, version)."""
         ...
 

@@ -6,6 +6,7 @@ holds every statement, written once with ``?`` placeholders.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 from abc import ABC, abstractmethod
@@ -212,7 +213,8 @@ class SqlTransaction:
     def delete_version(self, namespace: str, name: str, version: int) -> bool:
         """Delete one version of a secret (repair of an unrecoverable one)."""
         cur = self._q(
-            "DELETE FROM kmsbox_secret_versions WHERE namespace = ? AND name = ? AND version = ?", (namespace, name, version)
+            "DELETE FROM kmsbox_secret_versions WHERE namespace = ? AND name = ? AND version = ?",
+            (namespace, name, version),
         )
         return bool(cur.rowcount == 1)
 
@@ -404,11 +406,13 @@ class SqlTransaction:
 
     def audit_head(self) -> tuple[int, bytes]:
         """The last event's sequence number and MAC, with the chain locked until commit."""
-        if self._d.for_update:
-            # Engines with row locks serialise appenders on the head row; SQLite's
-            # write transaction already does.
-            if self._q(f"SELECT id FROM kmsbox_audit_head WHERE id = 1{self._d.for_update}").fetchone() is None:
-                raise StorageError("audit chain head row is missing")
+        # Engines with row locks serialise appenders on the head row; SQLite's
+        # write transaction already does.
+        if (
+            self._d.for_update
+            and self._q(f"SELECT id FROM kmsbox_audit_head WHERE id = 1{self._d.for_update}").fetchone() is None
+        ):
+            raise StorageError("audit chain head row is missing")
         row = self._q("SELECT seq, mac FROM kmsbox_audit_events ORDER BY seq DESC LIMIT 1").fetchone()
         return (0, b"") if row is None else (int(row[0]), bytes(row[1]))
 
@@ -523,7 +527,7 @@ class SqlBackend(ABC):
     def _rollback(self, conn: Any) -> None:
         conn.rollback()
 
-    def _lock_for_migration(self, tx: SqlTransaction) -> None:
+    def _lock_for_migration(self, tx: SqlTransaction) -> None:  # noqa: B027 - optional hook
         """Serialise concurrent migrations (SQLite's write lock already does)."""
 
     @abstractmethod
@@ -569,10 +573,9 @@ class SqlBackend(ABC):
                 yield SqlTransaction(conn.cursor(), self.dialect)
                 self._commit(conn)
             except BaseException as exc:
-                try:
+                # The original error matters more than a failed rollback.
+                with contextlib.suppress(Exception):
                     self._rollback(conn)
-                except Exception:  # noqa: S110 - the original error matters more than a failed rollback
-                    pass
                 if isinstance(exc, Exception) and not isinstance(exc, (ConflictError, StorageError)):
                     mapped = self._storage_error(exc)
                     if mapped is not None:
@@ -619,8 +622,6 @@ class SqlBackend(ABC):
         self._closed = True
         with self._conn_lock:
             for conn in self._all_connections:
-                try:
+                with contextlib.suppress(Exception):  # closing is best effort
                     conn.close()
-                except Exception:  # noqa: S110 - closing is best effort
-                    pass
             self._all_connections.clear()

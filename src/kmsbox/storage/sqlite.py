@@ -44,7 +44,9 @@ class SqliteBackend(SqlBackend):
 
     def _connect(self) -> Any:
         try:
-            conn = sqlite3.connect(self.path, timeout=min(self.busy_timeout, 5.0), isolation_level=None, check_same_thread=False)
+            conn = sqlite3.connect(
+                self.path, timeout=min(self.busy_timeout, 5.0), isolation_level=None, check_same_thread=False
+            )
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=NORMAL")
         except sqlite3.DatabaseError as exc:

@@ -8,7 +8,6 @@ checkpoint (the head) also reveals a truncated tail. Events never hold values.
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -112,7 +111,12 @@ class AuditVerification:
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready mapping."""
-        return {"ok": self.ok, "events_checked": self.events_checked, "head_seq": self.head_seq, "problems": self.problems}
+        return {
+            "ok": self.ok,
+            "events_checked": self.events_checked,
+            "head_seq": self.head_seq,
+            "problems": self.problems,
+        }
 
 
 def _mac_input(row: AuditRow) -> bytes:
@@ -135,8 +139,16 @@ def _mac_input(row: AuditRow) -> bytes:
 
 def _event(row: AuditRow) -> AuditEvent:
     return AuditEvent(
-        row.seq, row.time, row.namespace, row.name, row.secret_version, row.action, row.result, row.actor,
-        row.context, row.detail,
+        row.seq,
+        row.time,
+        row.namespace,
+        row.name,
+        row.secret_version,
+        row.action,
+        row.result,
+        row.actor,
+        row.context,
+        row.detail,
     )
 
 
@@ -188,7 +200,9 @@ class AuditLog:
         tx.append_audit(row)
         return row.seq
 
-    def events(self, filters: AuditFilter | None = None, *, after: int = 0, limit: int = 100) -> tuple[list[AuditEvent], int | None]:
+    def events(
+        self, filters: AuditFilter | None = None, *, after: int = 0, limit: int = 100
+    ) -> tuple[list[AuditEvent], int | None]:
         """A page of events after cursor ``after``; returns (events, next cursor or None)."""
         if limit <= 0:
             raise ValueError("limit must be positive")

@@ -174,7 +174,11 @@ def open_store(
         )
         try:
             return SecretStore(
-                backend, providers, audit_reads=settings.audit_reads, max_value_size=settings.max_value_size, cache=key_cache
+                backend,
+                providers,
+                audit_reads=settings.audit_reads,
+                max_value_size=settings.max_value_size,
+                cache=key_cache,
             )
         except (ConfigError, PluginError):
             raise

@@ -240,13 +240,20 @@ class DiagnosisMixin:
                 report.done.append(f"rewrapped {job.processed} namespace-key wraps")
         for ns in namespaces:
             ns_codes = {i.code for i in diagnosis.issues if i.namespace == ns}
-            steps: list[tuple[str, Callable[[], str]]] = []
+            steps: list[tuple[str, str, Callable[[], str]]] = []
+
+            def rewrap(ns: str = ns) -> str:
+                return f"rewrapped {self.rewrap_deks(ns).processed} DEKs in {ns}"
+
+            def reencrypt(ns: str = ns) -> str:
+                return f"re-encrypted {self.reencrypt(ns).processed} secret versions in {ns}"
+
             if ns_codes & {"pending_rewrap", "unused_key"}:
-                steps.append((f"rewrap DEKs of {ns}", lambda ns=ns: f"rewrapped {self.rewrap_deks(ns).processed} DEKs in {ns}"))
+                steps.append((f"rewrap DEKs of {ns}", f"rewrap DEKs of {ns} to its active key", rewrap))
             if "compromised_key_in_use" in ns_codes:
-                steps.append((f"re-encrypt {ns}", lambda ns=ns: f"re-encrypted {self.reencrypt(ns).processed} secret versions in {ns}"))
-            for what, step in steps:
-                report.planned.append(f"{what} to its active key" if what.startswith("rewrap") else f"{what} off its compromised key")
+                steps.append((f"re-encrypt {ns}", f"re-encrypt {ns} off its compromised key", reencrypt))
+            for what, plan, step in steps:
+                report.planned.append(plan)
                 if dry_run:
                     continue
                 try:

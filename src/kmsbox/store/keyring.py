@@ -94,7 +94,9 @@ class NamespaceKeyring:
                 failures.append(f"{kek.uri}: {exc}")
         where = f"namespace key {row.namespace!r} version {row.version}"
         if not failures:
-            raise KeyUnavailable(f"{where} is not wrapped by any configured KEK (wrapped by: {', '.join(wraps) or 'none'})")
+            raise KeyUnavailable(
+                f"{where} is not wrapped by any configured KEK (wrapped by: {', '.join(wraps) or 'none'})"
+            )
         raise KeyUnavailable(f"{where} cannot be unwrapped: {'; '.join(failures)}")
 
     def key_for(self, tx: Transaction, namespace: str) -> Callable[[int], Aead]:

@@ -53,8 +53,18 @@ Expiry = _dt.datetime | _dt.timedelta | float | int | None
 
 def _info(row: SecretRow) -> SecretInfo:
     return SecretInfo(
-        row.namespace, row.name, row.version, row.status, row.created_at, row.updated_at, row.expires_at,
-        row.category, row.description, dict(row.labels), row.access_count, row.last_accessed_at,
+        row.namespace,
+        row.name,
+        row.version,
+        row.status,
+        row.created_at,
+        row.updated_at,
+        row.expires_at,
+        row.category,
+        row.description,
+        dict(row.labels),
+        row.access_count,
+        row.last_accessed_at,
     )
 
 
@@ -104,7 +114,9 @@ def _check_labels(labels: Mapping[str, str] | None) -> dict[str, str]:
     out: dict[str, str] = {}
     for key, value in labels.items():
         if not isinstance(key, str) or not isinstance(value, str) or not key or len(key) > 128 or len(value) > 512:
-            raise ValueError("labels must map non-empty strings (keys up to 128, values up to 512 characters) to strings")
+            raise ValueError(
+                "labels must map non-empty strings (keys up to 128, values up to 512 characters) to strings"
+            )
         out[key] = value
     return out
 
@@ -234,7 +246,16 @@ class SecretStore(LifecycleMixin, DiagnosisMixin, ImportMixin):
             blob = seal_secret(nk, nk_version, ns, name, version, payload)
             if row is None:
                 row = SecretRow(
-                    ns, name, 1, "active", now, now, expires_at, category, description, clean_labels or {},
+                    ns,
+                    name,
+                    1,
+                    "active",
+                    now,
+                    now,
+                    expires_at,
+                    category,
+                    description,
+                    clean_labels or {},
                 )
                 tx.insert_secret(row)
                 action = "create"
@@ -255,14 +276,29 @@ class SecretStore(LifecycleMixin, DiagnosisMixin, ImportMixin):
                 action = "update"
             tx.insert_version(SecretVersionRow(ns, name, version, blob, nk_version, now))
             self.audit.append(
-                tx, action=action, result="success", namespace=ns, name=name, secret_version=version,
-                actor=who, context=req, detail={"namespace_key_version": nk_version},
+                tx,
+                action=action,
+                result="success",
+                namespace=ns,
+                name=name,
+                secret_version=version,
+                actor=who,
+                context=req,
+                detail={"namespace_key_version": nk_version},
             )
             return _info(row)
 
         return self._write(op)
 
-    def _set_status(self, name: str, namespace: str | None, status: str, action: str, actor: str | None, request: Mapping[str, str] | None) -> SecretInfo:
+    def _set_status(
+        self,
+        name: str,
+        namespace: str | None,
+        status: str,
+        action: str,
+        actor: str | None,
+        request: Mapping[str, str] | None,
+    ) -> SecretInfo:
         ns = self._namespace(namespace)
         validate_name(name)
         who, req = self._who(actor, request)
@@ -270,14 +306,32 @@ class SecretStore(LifecycleMixin, DiagnosisMixin, ImportMixin):
         def op(tx: Transaction) -> SecretInfo | None:
             row = tx.get_secret(ns, name, for_update=True)
             if row is None:
-                self.audit.append(tx, action=action, result="failure", namespace=ns, name=name, actor=who, context=req, detail={"reason": "not_found"})
+                self.audit.append(
+                    tx,
+                    action=action,
+                    result="failure",
+                    namespace=ns,
+                    name=name,
+                    actor=who,
+                    context=req,
+                    detail={"reason": "not_found"},
+                )
                 return None
             expected = row.row_version
             row.status = status
             row.updated_at = time.time()
             row.row_version += 1
             tx.update_secret(row, expected)
-            self.audit.append(tx, action=action, result="success", namespace=ns, name=name, secret_version=row.version, actor=who, context=req)
+            self.audit.append(
+                tx,
+                action=action,
+                result="success",
+                namespace=ns,
+                name=name,
+                secret_version=row.version,
+                actor=who,
+                context=req,
+            )
             return _info(row)
 
         info = self._write(op)
@@ -285,15 +339,36 @@ class SecretStore(LifecycleMixin, DiagnosisMixin, ImportMixin):
             raise SecretNotFound(f"no secret {name!r} in namespace {ns!r}")
         return info
 
-    def disable(self, name: str, *, namespace: str | None = None, actor: str | None = None, request: Mapping[str, str] | None = None) -> SecretInfo:
+    def disable(
+        self,
+        name: str,
+        *,
+        namespace: str | None = None,
+        actor: str | None = None,
+        request: Mapping[str, str] | None = None,
+    ) -> SecretInfo:
         """Disable a secret: reads raise SecretDisabled until it is enabled."""
         return self._set_status(name, namespace, "disabled", "disable", actor, request)
 
-    def enable(self, name: str, *, namespace: str | None = None, actor: str | None = None, request: Mapping[str, str] | None = None) -> SecretInfo:
+    def enable(
+        self,
+        name: str,
+        *,
+        namespace: str | None = None,
+        actor: str | None = None,
+        request: Mapping[str, str] | None = None,
+    ) -> SecretInfo:
         """Enable a disabled secret."""
         return self._set_status(name, namespace, "active", "enable", actor, request)
 
-    def delete(self, name: str, *, namespace: str | None = None, actor: str | None = None, request: Mapping[str, str] | None = None) -> int:
+    def delete(
+        self,
+        name: str,
+        *,
+        namespace: str | None = None,
+        actor: str | None = None,
+        request: Mapping[str, str] | None = None,
+    ) -> int:
         """Delete a secret and all its versions; return how many versions went.
 
         Raises SecretNotFound if there is no such secret.
@@ -305,10 +380,29 @@ class SecretStore(LifecycleMixin, DiagnosisMixin, ImportMixin):
         def op(tx: Transaction) -> int:
             row = tx.get_secret(ns, name, for_update=True)
             if row is None:
-                self.audit.append(tx, action="delete", result="failure", namespace=ns, name=name, actor=who, context=req, detail={"reason": "not_found"})
+                self.audit.append(
+                    tx,
+                    action="delete",
+                    result="failure",
+                    namespace=ns,
+                    name=name,
+                    actor=who,
+                    context=req,
+                    detail={"reason": "not_found"},
+                )
                 return -1
             count = tx.delete_secret(ns, name)
-            self.audit.append(tx, action="delete", result="success", namespace=ns, name=name, secret_version=row.version, actor=who, context=req, detail={"versions": count})
+            self.audit.append(
+                tx,
+                action="delete",
+                result="success",
+                namespace=ns,
+                name=name,
+                secret_version=row.version,
+                actor=who,
+                context=req,
+                detail={"versions": count},
+            )
             return count
 
         count = self._write(op)
@@ -325,13 +419,20 @@ class SecretStore(LifecycleMixin, DiagnosisMixin, ImportMixin):
         cutoff = time.time() - seconds
         total = 0
         while True:
+
             def op(tx: Transaction) -> int:
                 rows = tx.expired_secrets(cutoff, self.batch_size)
                 for row in rows:
                     count = tx.delete_secret(row.namespace, row.name)
                     self.audit.append(
-                        tx, action="expire", result="success", namespace=row.namespace, name=row.name,
-                        secret_version=row.version, actor=who, context=req,
+                        tx,
+                        action="expire",
+                        result="success",
+                        namespace=row.namespace,
+                        name=row.name,
+                        secret_version=row.version,
+                        actor=who,
+                        context=req,
                         detail={"versions": count, "expired_at": row.expires_at},
                     )
                 return len(rows)
@@ -377,13 +478,25 @@ class SecretStore(LifecycleMixin, DiagnosisMixin, ImportMixin):
         return outcome
 
     def _read(
-        self, tx: Transaction, ns: str, name: str, version: int | None, who: str | None, req: dict[str, str], *, audited: bool
+        self,
+        tx: Transaction,
+        ns: str,
+        name: str,
+        version: int | None,
+        who: str | None,
+        req: dict[str, str],
+        *,
+        audited: bool,
     ) -> Secret | KmsboxError:
         found = tx.get_secret_with_blob(ns, name, version)
         outcome: Secret | KmsboxError
         ver = None if found is None else found[1]
         if found is None or ver is None:
-            what = f"no secret {name!r} in namespace {ns!r}" if found is None else f"secret {name!r} in namespace {ns!r} has no version {version}"
+            what = (
+                f"no secret {name!r} in namespace {ns!r}"
+                if found is None
+                else f"secret {name!r} in namespace {ns!r} has no version {version}"
+            )
             outcome = SecretNotFound(what)
         else:
             row = found[0]
@@ -403,22 +516,55 @@ class SecretStore(LifecycleMixin, DiagnosisMixin, ImportMixin):
                         tx.record_access(ns, name, 1, now)
                         row.access_count += 1
                         row.last_accessed_at = now
-                        self.audit.append(tx, action="read", result="success", namespace=ns, name=name, secret_version=ver.version, actor=who, context=req)
+                        self.audit.append(
+                            tx,
+                            action="read",
+                            result="success",
+                            namespace=ns,
+                            name=name,
+                            secret_version=ver.version,
+                            actor=who,
+                            context=req,
+                        )
                     return Secret(_info(row), ver.version, value)
         if audited:
             self._audit_failure(tx, ns, name, version, who, req, outcome)
         return outcome
 
-    def _audit_failure(self, tx: Transaction, ns: str, name: str, version: int | None, who: str | None, req: dict[str, str], error: Secret | KmsboxError) -> None:
+    def _audit_failure(
+        self,
+        tx: Transaction,
+        ns: str,
+        name: str,
+        version: int | None,
+        who: str | None,
+        req: dict[str, str],
+        error: Secret | KmsboxError,
+    ) -> None:
         if isinstance(error, Secret):
             return
         result = "denied" if isinstance(error, (SecretDisabled, SecretExpired)) else "failure"
         self.audit.append(
-            tx, action="read", result=result, namespace=ns, name=name, secret_version=version, actor=who, context=req,
+            tx,
+            action="read",
+            result=result,
+            namespace=ns,
+            name=name,
+            secret_version=version,
+            actor=who,
+            context=req,
             detail={"reason": _reason(error)},
         )
 
-    def try_get(self, name: str, *, namespace: str | None = None, version: int | None = None, actor: str | None = None, request: Mapping[str, str] | None = None) -> GetResult:
+    def try_get(
+        self,
+        name: str,
+        *,
+        namespace: str | None = None,
+        version: int | None = None,
+        actor: str | None = None,
+        request: Mapping[str, str] | None = None,
+    ) -> GetResult:
         """Like :meth:`get` but returns a :class:`GetResult` instead of raising for a missing,
         expired, disabled, undecryptable or corrupted secret."""
         try:
@@ -458,7 +604,9 @@ class SecretStore(LifecycleMixin, DiagnosisMixin, ImportMixin):
             rows = tx.list_secrets(ns, category=category, label=label_pair, after=cursor, limit=limit)
         return Page([_info(r) for r in rows], rows[-1].name if len(rows) == limit else None)
 
-    def iter_secrets(self, *, namespace: str | None = None, category: str | None = None, label: tuple[str, str] | str | None = None) -> Iterator[SecretInfo]:
+    def iter_secrets(
+        self, *, namespace: str | None = None, category: str | None = None, label: tuple[str, str] | str | None = None
+    ) -> Iterator[SecretInfo]:
         """Every secret's metadata in a namespace, streamed page by page."""
         ns = self._namespace(namespace)
         cursor: str | None = None
@@ -478,7 +626,10 @@ class SecretStore(LifecycleMixin, DiagnosisMixin, ImportMixin):
             if row is None:
                 raise SecretNotFound(f"no secret {name!r} in namespace {ns!r}")
             versions = tx.list_versions(ns, name)
-        return [SecretVersionInfo(v.version, v.created_at, v.namespace_key_version, v.version == row.version) for v in versions]
+        return [
+            SecretVersionInfo(v.version, v.created_at, v.namespace_key_version, v.version == row.version)
+            for v in versions
+        ]
 
     def namespaces(self) -> builtins.list[str]:
         """Every namespace that has a key."""
@@ -493,7 +644,10 @@ class SecretStore(LifecycleMixin, DiagnosisMixin, ImportMixin):
         with self._access_lock:
             count, _ = self._access.get((ns, name), (0, now))
             self._access[(ns, name)] = (count + 1, now)
-            due = len(self._access) >= _ACCESS_FLUSH_ENTRIES or time.monotonic() - self._access_flushed >= _ACCESS_FLUSH_SECONDS
+            due = (
+                len(self._access) >= _ACCESS_FLUSH_ENTRIES
+                or time.monotonic() - self._access_flushed >= _ACCESS_FLUSH_SECONDS
+            )
         if due:
             self.flush_access()
 
@@ -513,7 +667,9 @@ class SecretStore(LifecycleMixin, DiagnosisMixin, ImportMixin):
 
     # --- audit --------------------------------------------------------------------------
 
-    def audit_events(self, filters: AuditFilter | None = None, *, after: int = 0, limit: int = 100) -> tuple[builtins.list[AuditEvent], int | None]:
+    def audit_events(
+        self, filters: AuditFilter | None = None, *, after: int = 0, limit: int = 100
+    ) -> tuple[builtins.list[AuditEvent], int | None]:
         """A page of audit events after cursor ``after``."""
         return self.audit.events(filters, after=after, limit=limit)
 

@@ -60,7 +60,9 @@ class FaultInjector:
     is added to every call, in seconds. ``calls`` counts API calls by operation.
     """
 
-    def __init__(self, *, latency: float = 0.0, rate: float = 0.0, kind: str = "unavailable", seed: int | None = None) -> None:
+    def __init__(
+        self, *, latency: float = 0.0, rate: float = 0.0, kind: str = "unavailable", seed: int | None = None
+    ) -> None:
         self._lock = threading.Lock()
         self._random = random.Random(seed)
         self.latency = 0.0
@@ -70,7 +72,14 @@ class FaultInjector:
         self.calls: dict[str, int] = {}
         self.configure(latency=latency, rate=rate, kind=kind)
 
-    def configure(self, *, latency: float | None = None, rate: float | None = None, kind: str | None = None, count: int | None = None) -> None:
+    def configure(
+        self,
+        *,
+        latency: float | None = None,
+        rate: float | None = None,
+        kind: str | None = None,
+        count: int | None = None,
+    ) -> None:
         """Change latency, fault rate and kind; ``count`` limits how many faults fire."""
         with self._lock:
             if latency is not None:

@@ -1,0 +1,83 @@
+"""The whole secret-store suite on PostgreSQL (a fresh schema per test)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+import kmsbox
+from kmsbox.store.service import SecretStore
+from kmsbox.testing.store_conformance import SecretStoreConformance
+
+
+class TestStoreOnPostgres(SecretStoreConformance):
+    @pytest.fixture
+    def store(self, postgres_url: str, kmsbox_local_kek: str) -> Iterator[SecretStore]:
+        with kmsbox.open_store(postgres_url, kek=kmsbox_local_kek) as store:
+            yield store
+
+
+# Each worker opens the store, waits for the start signal, then appends versions of one
+# shared secret and of its own, reading after each write.
+_WORKER = r"""
+import json, os, sys, time
+import kmsbox
+
+worker, url, go, count = int(sys.argv[1]), sys.argv[2], sys.argv[3], int(sys.argv[4])
+store = kmsbox.open_store(url, kek="env://KMSBOX_PG_TEST_KEK")
+while not os.path.exists(go):
+    time.sleep(0.005)
+written = []
+for i in range(count):
+    shared = store.put("shared", f"w{worker}-{i}", namespace="app:prod")
+    own = store.put(f"own-{worker}", f"w{worker}-{i}", namespace="app:prod")
+    assert own.version == i + 1, own
+    assert store.get(f"own-{worker}", namespace="app:prod").value == f"w{worker}-{i}"
+    assert store.get("shared", namespace="app:prod").version >= shared.version
+    written.append(shared.version)
+store.close()
+print(json.dumps(written))
+"""
+
+
+@pytest.mark.slow
+def test_four_processes_put_and_get_without_lost_updates(
+    postgres_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import os
+
+    monkeypatch.setenv("KMSBOX_PG_TEST_KEK", os.urandom(32).hex())
+    script = tmp_path / "worker.py"
+    script.write_text(_WORKER, encoding="utf-8")
+    go = tmp_path / "go"
+    count, processes = 20, 4
+    procs = [
+        subprocess.Popen(
+            [sys.executable, str(script), str(w), postgres_url, str(go), str(count)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for w in range(processes)
+    ]
+    time.sleep(0.3)
+    go.touch()
+    claimed: list[int] = []
+    for proc in procs:
+        out, err = proc.communicate(timeout=180)
+        assert proc.returncode == 0, err
+        assert "Traceback" not in err and "StorageError" not in err, err
+        claimed += json.loads(out)
+    assert sorted(claimed) == list(range(1, count * processes + 1))
+    with kmsbox.open_store(postgres_url, kek="env://KMSBOX_PG_TEST_KEK") as store:
+        history = store.history("shared", namespace="app:prod")
+        assert [h.version for h in history] == list(range(1, count * processes + 1))
+        for w in range(processes):
+            assert store.get(f"own-{w}", namespace="app:prod").value == f"w{w}-{count - 1}"
+        assert store.verify_audit().ok
