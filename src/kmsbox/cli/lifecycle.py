@@ -26,7 +26,9 @@ def _progress(settings: Settings, label: str) -> Iterator[Callable[[int, int | N
     if settings.as_json or not sys.stderr.isatty():
         yield None
         return
-    with Progress(TextColumn(label), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console, transient=True) as bar:
+    with Progress(
+        TextColumn(label), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console, transient=True
+    ) as bar:
         task = bar.add_task(label, total=None)
 
         def update(done: int, total: int | None) -> None:
@@ -41,7 +43,9 @@ def _report(settings: Settings, report: JobReport) -> None:
         return
     verb = "would process" if report.dry_run else "processed"
     extra = f", {report.remaining} remaining" if report.remaining else ""
-    click.echo(f"{report.job}{' ' + report.namespace if report.namespace else ''}: {verb} {report.processed if not report.dry_run else report.remaining}, skipped {report.skipped}, {report.batches} batches, {report.kek_calls} KEK calls, {report.seconds:.2f}s{extra if not report.dry_run else ''}")
+    click.echo(
+        f"{report.job}{' ' + report.namespace if report.namespace else ''}: {verb} {report.processed if not report.dry_run else report.remaining}, skipped {report.skipped}, {report.batches} batches, {report.kek_calls} KEK calls, {report.seconds:.2f}s{extra if not report.dry_run else ''}"
+    )
     for key, value in report.details.items():
         if value:
             click.echo(f"  {key}: {value}")
@@ -57,11 +61,23 @@ def status_cmd(settings: Settings, namespace: str | None) -> None:
     if settings.as_json:
         emit_json(data)
         return
-    table("KEKs", ["uri", "provider", "primary version"], [[k["uri"], k.get("provider", ""), k["primary_version"]] for k in data["keks"]])
+    table(
+        "KEKs",
+        ["uri", "provider", "primary version"],
+        [[k["uri"], k.get("provider", ""), k["primary_version"]] for k in data["keks"]],
+    )
     rows = []
     for ns, info in data["namespaces"].items():
         for key in info["keys"]:
-            rows.append([ns, key["version"], key["status"], key["secret_versions"], ", ".join(f"{w['kek_uri']}#{w['kek_version']}" for w in key["wraps"])])
+            rows.append(
+                [
+                    ns,
+                    key["version"],
+                    key["status"],
+                    key["secret_versions"],
+                    ", ".join(f"{w['kek_uri']}#{w['kek_version']}" for w in key["wraps"]),
+                ]
+            )
     table("namespace keys", ["namespace", "version", "status", "secret versions", "wrapped by"], rows)
     pending = [(ns, p) for ns, info in data["namespaces"].items() for p in info["pending"]]
     if pending:
@@ -89,7 +105,14 @@ def rotate_cmd(settings: Settings, namespace: str, rewrap: bool, dry_run: bool) 
                 report = store.rewrap_deks(namespace, dry_run=dry_run, progress=progress)
     if settings.as_json:
         # One JSON document: the new version and the DEK rewrap's report (null with --no-rewrap).
-        emit_json({"namespace": namespace, "new_version": version, "dry_run": dry_run, "rewrap": report.to_dict() if report else None})
+        emit_json(
+            {
+                "namespace": namespace,
+                "new_version": version,
+                "dry_run": dry_run,
+                "rewrap": report.to_dict() if report else None,
+            }
+        )
     elif report is not None:
         _report(settings, report)
 
@@ -142,7 +165,11 @@ def compromise_cmd(settings: Settings, namespace: str, version: int, no_rotate: 
     if settings.as_json:
         emit_json({"namespace": namespace, "compromised": version, "new_active_version": new})
     else:
-        click.echo(f"marked {namespace} v{version} compromised" + (f"; rotated in v{new}" if new else "") + f"; now run: kmsbox reencrypt {namespace}")
+        click.echo(
+            f"marked {namespace} v{version} compromised"
+            + (f"; rotated in v{new}" if new else "")
+            + f"; now run: kmsbox reencrypt {namespace}"
+        )
 
 
 @click.command("cleanup-keys")
@@ -190,9 +217,15 @@ def diagnose_cmd(settings: Settings, namespace: str | None, keys_only: bool) -> 
     if settings.as_json:
         emit_json(report.to_dict())
     elif not report.issues:
-        click.echo(f"no issues ({report.namespaces_checked} namespaces, {report.secret_versions_checked} secret versions checked)")
+        click.echo(
+            f"no issues ({report.namespaces_checked} namespaces, {report.secret_versions_checked} secret versions checked)"
+        )
     else:
-        table("diagnosis", ["severity", "code", "namespace", "what", "suggested action"], [[i.severity, i.code, i.namespace, i.message, i.action] for i in report.issues])
+        table(
+            "diagnosis",
+            ["severity", "code", "namespace", "what", "suggested action"],
+            [[i.severity, i.code, i.namespace, i.message, i.action] for i in report.issues],
+        )
     if any(i.severity == "critical" for i in report.issues):
         sys.exit(EXIT_CODES["key_unavailable"])
 
@@ -221,11 +254,15 @@ def repair_cmd(settings: Settings, namespace: str | None, apply: bool, confirm_d
 @click.command("import")
 @click.argument("namespace")
 @click.argument("source", type=click.Path(dir_okay=False, allow_dash=True, path_type=Path))
-@click.option("--format", "fmt", type=click.Choice(["dotenv", "json"]), help="Default: from the file name (.json or else dotenv).")
+@click.option(
+    "--format", "fmt", type=click.Choice(["dotenv", "json"]), help="Default: from the file name (.json or else dotenv)."
+)
 @click.option("--on-conflict", type=click.Choice(ON_CONFLICT), default="skip", show_default=True)
 @click.option("--category")
 @pass_settings
-def import_cmd(settings: Settings, namespace: str, source: Path, fmt: str | None, on_conflict: str, category: str | None) -> None:
+def import_cmd(
+    settings: Settings, namespace: str, source: Path, fmt: str | None, on_conflict: str, category: str | None
+) -> None:
     """Import secrets from a dotenv or JSON file (or - for stdin) into a namespace."""
     try:
         text = sys.stdin.read() if str(source) == "-" else source.read_text(encoding="utf-8")
@@ -234,12 +271,30 @@ def import_cmd(settings: Settings, namespace: str, source: Path, fmt: str | None
     kind = fmt or ("json" if source.suffix == ".json" else "dotenv")
     pairs: list[tuple[str, Any]] = parse_json_secrets(text) if kind == "json" else list(parse_dotenv(text))
     with open_cli_store(settings) as store, _progress(settings, "importing") as progress:
-        report = store.import_secrets(pairs, namespace=namespace, on_conflict=on_conflict, category=category, progress=progress, source=f"{kind}-file")
+        report = store.import_secrets(
+            pairs,
+            namespace=namespace,
+            on_conflict=on_conflict,
+            category=category,
+            progress=progress,
+            source=f"{kind}-file",
+        )
     _report(settings, report)
 
 
 def register(cli: click.Group) -> None:
     """Add the lifecycle commands."""
-    for command in (status_cmd, rotate_cmd, rewrap_deks_cmd, rewrap_ns_cmd, reencrypt_cmd, compromise_cmd, cleanup_keys_cmd, diagnose_cmd, repair_cmd, import_cmd):
+    for command in (
+        status_cmd,
+        rotate_cmd,
+        rewrap_deks_cmd,
+        rewrap_ns_cmd,
+        reencrypt_cmd,
+        compromise_cmd,
+        cleanup_keys_cmd,
+        diagnose_cmd,
+        repair_cmd,
+        import_cmd,
+    ):
         cli.add_command(command)
     cli.add_command(kek_group)

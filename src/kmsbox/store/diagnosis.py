@@ -43,7 +43,20 @@ class Issue:
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready mapping."""
-        return {k: getattr(self, k) for k in ("code", "severity", "message", "action", "namespace", "key_version", "secret", "secret_version", "destructive")}
+        return {
+            k: getattr(self, k)
+            for k in (
+                "code",
+                "severity",
+                "message",
+                "action",
+                "namespace",
+                "key_version",
+                "secret",
+                "secret_version",
+                "destructive",
+            )
+        }
 
 
 @dataclass
@@ -116,18 +129,30 @@ class DiagnosisMixin:
     def reencrypt(self, namespace: str, *, dry_run: bool = False) -> JobReport:
         raise NotImplementedError
 
-    def cleanup_retired_keys(self, older_than: float = 0.0, *, namespace: str | None = None, dry_run: bool = False) -> JobReport:
+    def cleanup_retired_keys(
+        self, older_than: float = 0.0, *, namespace: str | None = None, dry_run: bool = False
+    ) -> JobReport:
         raise NotImplementedError
 
     # --- diagnosis -------------------------------------------------------------------------
 
-    def _key_issues(self, ns: str, rows: list[NamespaceKeyRow], counts: dict[int, int]) -> tuple[list[Issue], dict[int, Aead]]:
+    def _key_issues(
+        self, ns: str, rows: list[NamespaceKeyRow], counts: dict[int, int]
+    ) -> tuple[list[Issue], dict[int, Aead]]:
         issues: list[Issue] = []
         usable: dict[int, Aead] = {}
         configured = {k.uri: k for k in self.keyring.keks}
         shown_ns = None if ns == AUDIT_NAMESPACE else ns
         if ns != AUDIT_NAMESPACE and rows and not any(r.status == ACTIVE for r in rows):
-            issues.append(Issue("no_active_key", "critical", f"namespace {ns!r} has no active key; writes fail", "rotate-namespace-key", shown_ns))
+            issues.append(
+                Issue(
+                    "no_active_key",
+                    "critical",
+                    f"namespace {ns!r} has no active key; writes fail",
+                    "rotate-namespace-key",
+                    shown_ns,
+                )
+            )
         for row in rows:
             refs = counts.get(row.version, 0)
             try:
@@ -135,41 +160,126 @@ class DiagnosisMixin:
             except KeyUnavailable as exc:
                 issues.append(
                     Issue(
-                        "namespace_key_unavailable", "critical",
+                        "namespace_key_unavailable",
+                        "critical",
                         f"namespace key {ns!r} v{row.version} cannot be unwrapped by any configured KEK ({exc}); {refs} secret versions depend on it",
                         "restore the KEK version, or repair --confirm-delete to delete what depends on it",
-                        shown_ns, row.version, destructive=True,
+                        shown_ns,
+                        row.version,
+                        destructive=True,
                     )
                 )
             for wrapped in row.wraps:
                 kek = configured.get(wrapped.kek_uri)
                 if kek is None:
-                    issues.append(Issue("unknown_kek_wrap", "info", f"namespace key {ns!r} v{row.version} has a wrap under a KEK this store was not opened with: {wrapped.kek_uri}", "none, or kek migrate --drop-old to remove it", shown_ns, row.version))
+                    issues.append(
+                        Issue(
+                            "unknown_kek_wrap",
+                            "info",
+                            f"namespace key {ns!r} v{row.version} has a wrap under a KEK this store was not opened with: {wrapped.kek_uri}",
+                            "none, or kek migrate --drop-old to remove it",
+                            shown_ns,
+                            row.version,
+                        )
+                    )
                     continue
                 try:
                     available = kek.version_available(wrapped.key_version)
                 except ProviderError:
                     available = None
                 if available is False:
-                    issues.append(Issue("kek_version_gone", "critical" if row.version not in usable else "warning", f"KEK {kek.uri} no longer has version {wrapped.key_version}, which wraps namespace key {ns!r} v{row.version}", "rewrap-namespace-keys (if another wrap still opens)", shown_ns, row.version))
+                    issues.append(
+                        Issue(
+                            "kek_version_gone",
+                            "critical" if row.version not in usable else "warning",
+                            f"KEK {kek.uri} no longer has version {wrapped.key_version}, which wraps namespace key {ns!r} v{row.version}",
+                            "rewrap-namespace-keys (if another wrap still opens)",
+                            shown_ns,
+                            row.version,
+                        )
+                    )
                 elif wrapped.key_version != kek.primary_version():
-                    issues.append(Issue("stale_kek_version", "info", f"namespace key {ns!r} v{row.version} is wrapped under {kek.uri} version {wrapped.key_version}, not the primary {kek.primary_version()}", "rewrap-namespace-keys", shown_ns, row.version))
+                    issues.append(
+                        Issue(
+                            "stale_kek_version",
+                            "info",
+                            f"namespace key {ns!r} v{row.version} is wrapped under {kek.uri} version {wrapped.key_version}, not the primary {kek.primary_version()}",
+                            "rewrap-namespace-keys",
+                            shown_ns,
+                            row.version,
+                        )
+                    )
             for uri in configured:
                 if not any(w.kek_uri == uri for w in row.wraps):
-                    issues.append(Issue("missing_wrap", "warning", f"namespace key {ns!r} v{row.version} has no wrap under configured KEK {uri}", "rewrap-namespace-keys", shown_ns, row.version))
+                    issues.append(
+                        Issue(
+                            "missing_wrap",
+                            "warning",
+                            f"namespace key {ns!r} v{row.version} has no wrap under configured KEK {uri}",
+                            "rewrap-namespace-keys",
+                            shown_ns,
+                            row.version,
+                        )
+                    )
             if ns == AUDIT_NAMESPACE:
                 continue
             if row.status in (ROTATING, RETIRED) and refs == 0 and row.status == ROTATING:
-                issues.append(Issue("unused_key", "info", f"namespace key {ns!r} v{row.version} is rotating but nothing uses it", "rewrap-deks (marks it retired)", shown_ns, row.version))
+                issues.append(
+                    Issue(
+                        "unused_key",
+                        "info",
+                        f"namespace key {ns!r} v{row.version} is rotating but nothing uses it",
+                        "rewrap-deks (marks it retired)",
+                        shown_ns,
+                        row.version,
+                    )
+                )
             elif row.status == RETIRED and refs == 0:
-                issues.append(Issue("retired_key", "info", f"namespace key {ns!r} v{row.version} is retired and unused", "cleanup-retired-keys", shown_ns, row.version))
+                issues.append(
+                    Issue(
+                        "retired_key",
+                        "info",
+                        f"namespace key {ns!r} v{row.version} is retired and unused",
+                        "cleanup-retired-keys",
+                        shown_ns,
+                        row.version,
+                    )
+                )
             elif row.status == ROTATING and refs:
-                issues.append(Issue("pending_rewrap", "info", f"{refs} secret versions of {ns!r} are still under rotating key v{row.version}", "rewrap-deks", shown_ns, row.version))
+                issues.append(
+                    Issue(
+                        "pending_rewrap",
+                        "info",
+                        f"{refs} secret versions of {ns!r} are still under rotating key v{row.version}",
+                        "rewrap-deks",
+                        shown_ns,
+                        row.version,
+                    )
+                )
             elif row.status == COMPROMISED and refs:
-                issues.append(Issue("compromised_key_in_use", "critical", f"{refs} secret versions of {ns!r} are under compromised key v{row.version}", "reencrypt", shown_ns, row.version))
+                issues.append(
+                    Issue(
+                        "compromised_key_in_use",
+                        "critical",
+                        f"{refs} secret versions of {ns!r} are under compromised key v{row.version}",
+                        "reencrypt",
+                        shown_ns,
+                        row.version,
+                    )
+                )
         for version, refs in counts.items():
             if refs and not any(r.version == version for r in rows):
-                issues.append(Issue("missing_namespace_key", "critical", f"{refs} secret versions of {ns!r} reference namespace key v{version}, which does not exist", "repair --confirm-delete to delete them", shown_ns, version, destructive=True))
+                issues.append(
+                    Issue(
+                        "missing_namespace_key",
+                        "critical",
+                        f"{refs} secret versions of {ns!r} reference namespace key v{version}, which does not exist",
+                        "repair --confirm-delete to delete them",
+                        shown_ns,
+                        version,
+                        destructive=True,
+                    )
+                )
         return issues, usable
 
     def diagnose(self, namespace: str | None = None, *, check_secrets: bool = True) -> DiagnosisReport:
@@ -199,28 +309,66 @@ class DiagnosisMixin:
                     report.secret_versions_checked += 1
                     key = usable.get(v.namespace_key_version)
                     if key is None:
-                        report.issues.append(Issue("secret_key_unavailable", "critical", f"secret {ns}/{v.name} v{v.version}: its namespace key v{v.namespace_key_version} cannot be unwrapped", "restore the KEK version, or repair --confirm-delete", ns, v.namespace_key_version, v.name, v.version, destructive=True))
+                        report.issues.append(
+                            Issue(
+                                "secret_key_unavailable",
+                                "critical",
+                                f"secret {ns}/{v.name} v{v.version}: its namespace key v{v.namespace_key_version} cannot be unwrapped",
+                                "restore the KEK version, or repair --confirm-delete",
+                                ns,
+                                v.namespace_key_version,
+                                v.name,
+                                v.version,
+                                destructive=True,
+                            )
+                        )
                         continue
                     try:
                         env = fmt.parse_secret(v.blob)
                         if env.namespace_key_version != v.namespace_key_version:
                             raise IntegrityError("header and row disagree")
-                        key.open(env.dek_nonce, env.wrapped_dek, fmt.dek_aad(ns, v.name, v.version, env.namespace_key_version))
+                        key.open(
+                            env.dek_nonce,
+                            env.wrapped_dek,
+                            fmt.dek_aad(ns, v.name, v.version, env.namespace_key_version),
+                        )
                     except IntegrityError:
-                        report.issues.append(Issue("secret_corrupt", "critical", f"secret {ns}/{v.name} v{v.version}: its stored envelope is corrupt or was moved", "restore the row from a backup, or repair --confirm-delete", ns, v.namespace_key_version, v.name, v.version, destructive=True))
+                        report.issues.append(
+                            Issue(
+                                "secret_corrupt",
+                                "critical",
+                                f"secret {ns}/{v.name} v{v.version}: its stored envelope is corrupt or was moved",
+                                "restore the row from a backup, or repair --confirm-delete",
+                                ns,
+                                v.namespace_key_version,
+                                v.name,
+                                v.version,
+                                destructive=True,
+                            )
+                        )
                 after = (batch[-1].name, batch[-1].version)
         order = {s: i for i, s in enumerate(SEVERITIES)}
         report.issues.sort(key=lambda i: (order.get(i.severity, 9), i.namespace or "", i.code))
-        self._audit_diag("diagnose", namespace, {"issues": len(report.issues), "critical": sum(i.severity == "critical" for i in report.issues)})
+        self._audit_diag(
+            "diagnose",
+            namespace,
+            {"issues": len(report.issues), "critical": sum(i.severity == "critical" for i in report.issues)},
+        )
         return report
 
     def _audit_diag(self, action: str, namespace: str | None, detail: dict[str, Any]) -> None:
         who, req = self._who(None, None)
-        self._write(lambda tx: self.audit.append(tx, action=action, result="success", namespace=namespace, actor=who, context=req, detail=detail))
+        self._write(
+            lambda tx: self.audit.append(
+                tx, action=action, result="success", namespace=namespace, actor=who, context=req, detail=detail
+            )
+        )
 
     # --- repair -------------------------------------------------------------------------------
 
-    def repair(self, namespace: str | None = None, *, dry_run: bool = True, confirm_delete: bool = False) -> RepairReport:
+    def repair(
+        self, namespace: str | None = None, *, dry_run: bool = True, confirm_delete: bool = False
+    ) -> RepairReport:
         """Fix what ``diagnose`` finds. Dry run by default.
 
         Non-destructive steps (rewrap namespace keys, rewrap DEKs, re-encrypt off
@@ -262,15 +410,32 @@ class DiagnosisMixin:
                     # A key no KEK can open must not block the rest (nor the confirmed deletion).
                     report.done.append(f"skipped {what}: {exc}")
         doomed = [i for i in diagnosis.issues if i.destructive and i.secret is not None]
-        dead_keys = [i for i in diagnosis.issues if i.code in ("namespace_key_unavailable", "missing_namespace_key") and i.namespace]
+        dead_keys = [
+            i
+            for i in diagnosis.issues
+            if i.code in ("namespace_key_unavailable", "missing_namespace_key") and i.namespace
+        ]
         for issue in doomed:
-            report.needs_confirmation.append(f"delete unrecoverable secret {issue.namespace}/{issue.secret} v{issue.secret_version}")
+            report.needs_confirmation.append(
+                f"delete unrecoverable secret {issue.namespace}/{issue.secret} v{issue.secret_version}"
+            )
         for issue in dead_keys:
-            report.needs_confirmation.append(f"delete namespace key {issue.namespace} v{issue.key_version} (no KEK can unwrap it)")
+            report.needs_confirmation.append(
+                f"delete namespace key {issue.namespace} v{issue.key_version} (no KEK can unwrap it)"
+            )
         if not dry_run and confirm_delete and (doomed or dead_keys):
             report.done += self._delete_unrecoverable(doomed, dead_keys)
             report.needs_confirmation = []
-        self._audit_diag("repair", namespace, {"dry_run": dry_run, "confirm_delete": confirm_delete, "done": len(report.done), "planned": len(report.planned)})
+        self._audit_diag(
+            "repair",
+            namespace,
+            {
+                "dry_run": dry_run,
+                "confirm_delete": confirm_delete,
+                "done": len(report.done),
+                "planned": len(report.planned),
+            },
+        )
         if not dry_run:
             after = self.diagnose(namespace)
             report.remaining = [i for i in after.issues if i.severity != "info"]
@@ -295,7 +460,17 @@ class DiagnosisMixin:
                 else:
                     tx.delete_version(ns, name, version)
                     what = f"deleted unrecoverable version {ns}/{name} v{version}"
-                self.audit.append(tx, action="repair", result="success", namespace=ns, name=name, secret_version=version, actor=who, context=req, detail={"deleted": True})
+                self.audit.append(
+                    tx,
+                    action="repair",
+                    result="success",
+                    namespace=ns,
+                    name=name,
+                    secret_version=version,
+                    actor=who,
+                    context=req,
+                    detail={"deleted": True},
+                )
                 return what
 
             done.append(self._write(op))
@@ -307,7 +482,15 @@ class DiagnosisMixin:
                 if tx.count_versions_by_key(ns).get(version, 0):
                     return f"kept namespace key {ns} v{version}: secrets still reference it"
                 tx.delete_namespace_key(ns, version)
-                self.audit.append(tx, action="repair", result="success", namespace=ns, actor=who, context=req, detail={"deleted_key_version": version})
+                self.audit.append(
+                    tx,
+                    action="repair",
+                    result="success",
+                    namespace=ns,
+                    actor=who,
+                    context=req,
+                    detail={"deleted_key_version": version},
+                )
                 return f"deleted namespace key {ns} v{version}"
 
             done.append(self._write(drop))

@@ -153,7 +153,7 @@ class ImportMixin:
         for batch in batches():
             now = time.time()
 
-            def op(tx: Transaction, batch: list[tuple[str, bytes]] = batch) -> tuple[int, int]:
+            def op(tx: Transaction, batch: list[tuple[str, bytes]] = batch, now: float = now) -> tuple[int, int]:
                 nk_version, nk = self.keyring.active(tx, ns)
                 written = skipped = 0
                 for name, payload in batch:
@@ -166,13 +166,25 @@ class ImportMixin:
                     version = 1 if row is None else row.version + 1
                     blob = seal_secret(nk, nk_version, ns, name, version, payload)
                     if row is None:
-                        tx.insert_secret(SecretRow(ns, name, 1, "active", now, now, None, category, None, dict(clean_labels)))
+                        tx.insert_secret(
+                            SecretRow(ns, name, 1, "active", now, now, None, category, None, dict(clean_labels))
+                        )
                     else:
                         expected = row.row_version
                         row.version, row.updated_at, row.row_version = version, now, row.row_version + 1
                         tx.update_secret(row, expected)
                     tx.insert_version(SecretVersionRow(ns, name, version, blob, nk_version, now))
-                    self.audit.append(tx, action="import", result="success", namespace=ns, name=name, secret_version=version, actor=who, context=req, detail={"source": source})
+                    self.audit.append(
+                        tx,
+                        action="import",
+                        result="success",
+                        namespace=ns,
+                        name=name,
+                        secret_version=version,
+                        actor=who,
+                        context=req,
+                        detail={"source": source},
+                    )
                     written += 1
                 return written, skipped
 
@@ -210,7 +222,12 @@ class ImportMixin:
                 except Exception as exc:
                     raise ValueError(f"legacy row {index + 1} could not be decrypted ({type(exc).__name__})") from None
 
-        return self.import_secrets(decrypted(), namespace=namespace, on_conflict=on_conflict, category=category, labels=labels, progress=progress, source="legacy-rows")
-
-
-
+        return self.import_secrets(
+            decrypted(),
+            namespace=namespace,
+            on_conflict=on_conflict,
+            category=category,
+            labels=labels,
+            progress=progress,
+            source="legacy-rows",
+        )

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from kmsbox import format as fmt
 from kmsbox._crypto import Aead, random_key
-from kmsbox.errors import IntegrityError, KeyUnavailable
+from kmsbox.errors import ConflictError, IntegrityError, KeyUnavailable
 from kmsbox.kek import KekProvider, WrappedKey, open_kek
 from kmsbox.keys import open_secret, rewrap_secret, seal_secret
 from kmsbox.storage.base import JobRow, NamespaceKeyRow, SecretVersionRow, StorageBackend, Transaction
@@ -61,23 +61,40 @@ class LifecycleMixin:
         with self.backend.read() as tx:
             return tx.namespace_keys(namespace)
 
-    def _audit_job(self, action: str, namespace: str | None, detail: Mapping[str, Any], result: str = "success") -> None:
+    def _audit_job(
+        self, action: str, namespace: str | None, detail: Mapping[str, Any], result: str = "success"
+    ) -> None:
         who, req = self._who(None, None)
         self._write(
             lambda tx: self.audit.append(
-                tx, action=action, result=result, namespace=None if namespace == AUDIT_NAMESPACE else namespace,
-                actor=who, context=req, detail=dict(detail),
+                tx,
+                action=action,
+                result=result,
+                namespace=None if namespace == AUDIT_NAMESPACE else namespace,
+                actor=who,
+                context=req,
+                detail=dict(detail),
             )
         )
 
     # --- KEK rotation: rewrap namespace keys ----------------------------------------------
 
-    def rewrap_namespace_keys(self, namespace: str | None = None, *, dry_run: bool = False, progress: Progress | None = None) -> JobReport:
+    def rewrap_namespace_keys(
+        self,
+        namespace: str | None = None,
+        *,
+        dry_run: bool = False,
+        force: bool = False,
+        progress: Progress | None = None,
+    ) -> JobReport:
         """Rewrap every namespace key under each configured KEK's current primary version.
 
         Touches no secret row. Costs one KEK call per namespace-key version that
         needs it, batched per namespace where the provider batches. A version with
         no wrap under a configured KEK gets one (unwrapped through another KEK).
+        ``force`` rewraps even wraps already at the primary version: for KMSs
+        whose rotation keeps the version name (AWS KMS key ARNs), where the KMS's
+        own re-encrypt moves a wrap to the newest key material.
         """
         report = JobReport("rewrap-namespace-keys", namespace, dry_run=dry_run)
         targets = self._targets(namespace, include_audit=namespace is None)
@@ -91,7 +108,7 @@ class LifecycleMixin:
                     wrap = next((w for w in row.wraps if w.kek_uri == kek.uri), None)
                     if wrap is None:
                         missing.append(row)
-                    elif wrap.key_version != primary:
+                    elif force or wrap.key_version != primary:
                         stale.append((row, wrap))
                     else:
                         report.skipped += 1
@@ -120,7 +137,10 @@ class LifecycleMixin:
                             report.details.setdefault("unavailable", []).append(f"{row.namespace} v{row.version}")
                     if opened:
                         wrapped = kek.wrap_many(
-                            [(k, fmt.namespace_key_context(r.namespace, r.version)) for k, r in zip(keys, opened, strict=True)]
+                            [
+                                (k, fmt.namespace_key_context(r.namespace, r.version))
+                                for k, r in zip(keys, opened, strict=True)
+                            ]
                         )
                         report.kek_calls += 1
                         new_wraps += list(zip(opened, wrapped, strict=True))
@@ -128,7 +148,9 @@ class LifecycleMixin:
                     continue
                 now = time.time()
 
-                def op(tx: Transaction, new_wraps: list[tuple[NamespaceKeyRow, WrappedKey]] = new_wraps) -> None:
+                def op(
+                    tx: Transaction, new_wraps: list[tuple[NamespaceKeyRow, WrappedKey]] = new_wraps, now: float = now
+                ) -> None:
                     for row, wrapped in new_wraps:
                         tx.put_wrap(row.namespace, row.version, wrapped, now)
 
@@ -139,7 +161,11 @@ class LifecycleMixin:
             if progress:
                 progress(index + 1, len(targets))
         if not dry_run:
-            self._audit_job("rewrap", namespace, {"job": "namespace-keys", "rewrapped": report.processed, "kek_calls": report.kek_calls})
+            self._audit_job(
+                "rewrap",
+                namespace,
+                {"job": "namespace-keys", "rewrapped": report.processed, "kek_calls": report.kek_calls},
+            )
         return report.finish()
 
     # --- namespace-key rotation --------------------------------------------------------------
@@ -160,18 +186,33 @@ class LifecycleMixin:
         now = time.time()
         who, req = self._who(None, None)
 
-        def op(tx: Transaction) -> None:
-            for row in tx.namespace_keys(ns):
+        def op(tx: Transaction) -> bool:
+            current = tx.namespace_keys(ns)
+            if any(row.version >= version for row in current):
+                return False  # another rotation got there first; its wraps name another version
+            for row in current:
                 if row.status == ACTIVE:
                     tx.set_namespace_key_status(ns, row.version, ROTATING, now)
             tx.insert_namespace_key(NamespaceKeyRow(ns, version, ACTIVE, now, now, wraps))
-            self.audit.append(tx, action="rotate", result="success", namespace=ns, actor=who, context=req, detail={"new_version": version})
+            self.audit.append(
+                tx,
+                action="rotate",
+                result="success",
+                namespace=ns,
+                actor=who,
+                context=req,
+                detail={"new_version": version},
+            )
+            return True
 
-        self._write(op)
+        if not self._write(op):
+            raise ConflictError(f"namespace {ns!r} was rotated concurrently; run the command again")
         self.keyring.cache.put((ns, version), Aead(key))
         return version
 
-    def rewrap_deks(self, namespace: str, *, dry_run: bool = False, batch_size: int | None = None, progress: Progress | None = None) -> JobReport:
+    def rewrap_deks(
+        self, namespace: str, *, dry_run: bool = False, batch_size: int | None = None, progress: Progress | None = None
+    ) -> JobReport:
         """Rewrap the DEKs under ``rotating`` namespace-key versions to the active one.
 
         No value ciphertext is rewritten. A version nothing references any more is
@@ -204,11 +245,19 @@ class LifecycleMixin:
                     (v, rewrap_secret(v.blob, old_key, new_key, target.version, ns, v.name, v.version)) for v in batch
                 ]
 
-                def op(tx: Transaction, updates: list[tuple[SecretVersionRow, bytes]] = updates, src: int = source.version) -> int:
+                def op(
+                    tx: Transaction, updates: list[tuple[SecretVersionRow, bytes]] = updates, src: int = source.version
+                ) -> int:
                     moved = 0
                     for v, blob in updates:
                         moved += tx.update_version_blob(ns, v.name, v.version, blob, target.version, src)
-                    self.audit.append(tx, action="rewrap", result="success", namespace=ns, detail={"from_version": src, "to_version": target.version, "count": moved})
+                    self.audit.append(
+                        tx,
+                        action="rewrap",
+                        result="success",
+                        namespace=ns,
+                        detail={"from_version": src, "to_version": target.version, "count": moved},
+                    )
                     return moved
 
                 moved = self._write(op)
@@ -229,13 +278,17 @@ class LifecycleMixin:
             for row in tx.namespace_keys(ns):
                 if row.status == ROTATING and counts.get(row.version, 0) == 0:
                     tx.set_namespace_key_status(ns, row.version, RETIRED, now)
-                    self.audit.append(tx, action="retire", result="success", namespace=ns, detail={"version": row.version})
+                    self.audit.append(
+                        tx, action="retire", result="success", namespace=ns, detail={"version": row.version}
+                    )
                     retired.append(row.version)
 
         self._write(op)
         return retired
 
-    def reencrypt(self, namespace: str, *, dry_run: bool = False, batch_size: int | None = None, progress: Progress | None = None) -> JobReport:
+    def reencrypt(
+        self, namespace: str, *, dry_run: bool = False, batch_size: int | None = None, progress: Progress | None = None
+    ) -> JobReport:
         """Give every secret version of ``namespace`` a fresh DEK and a new ciphertext
         under the active namespace key (after a suspected DEK leak or a compromise).
 
@@ -280,15 +333,37 @@ class LifecycleMixin:
                 break
             last = (batch[-1].name, batch[-1].version)
 
-            def op(tx: Transaction, updates: list[tuple[SecretVersionRow, bytes]] = updates, last: tuple[str, int] = last) -> int:
+            def op(
+                tx: Transaction, updates: list[tuple[SecretVersionRow, bytes]] = updates, last: tuple[str, int] = last
+            ) -> tuple[int, tuple[str, int]]:
                 moved = 0
+                checkpoint = last
                 for v, blob in updates:
-                    moved += tx.update_version_blob(ns, v.name, v.version, blob, target.version, v.namespace_key_version)
-                tx.put_job(JobRow(f"reencrypt:{ns}", "reencrypt", json.dumps({"name": last[0], "version": last[1], "started": started}), time.time()))
-                self.audit.append(tx, action="reencrypt", result="success", namespace=ns, detail={"count": moved, "to_version": target.version})
-                return moved
+                    if tx.update_version_blob(ns, v.name, v.version, blob, target.version, v.namespace_key_version):
+                        moved += 1
+                    elif checkpoint == last:
+                        # Changed under us (a concurrent rewrap): resume just before it so
+                        # the next batch re-reads and re-encrypts it.
+                        checkpoint = (v.name, v.version - 1)
+                tx.put_job(
+                    JobRow(
+                        f"reencrypt:{ns}",
+                        "reencrypt",
+                        json.dumps({"name": checkpoint[0], "version": checkpoint[1], "started": started}),
+                        time.time(),
+                    )
+                )
+                self.audit.append(
+                    tx,
+                    action="reencrypt",
+                    result="success",
+                    namespace=ns,
+                    detail={"count": moved, "to_version": target.version},
+                )
+                return moved, checkpoint
 
-            report.processed += self._write(op)
+            moved, last = self._write(op)
+            report.processed += moved
             report.batches += 1
             report.remaining = max(0, total - report.processed - report.skipped)
             after = last
@@ -323,17 +398,50 @@ class LifecycleMixin:
             raise ValueError(f"namespace {ns!r} has no key version {version}")
         was_active = rows[version].status == ACTIVE
         who, req = self._who(None, None)
+        new_version = max(rows) + 1
+        # The replacement key is made before the transaction so that marking and
+        # rotating commit together: never a moment with no active key.
+        new_key = random_key() if was_active and rotate else None
+        wraps = self.keyring.wrap_all(ns, new_version, new_key) if new_key is not None else []
 
-        def op(tx: Transaction) -> None:
-            tx.set_namespace_key_status(ns, version, COMPROMISED, time.time())
-            self.audit.append(tx, action="compromise", result="success", namespace=ns, actor=who, context=req, detail={"version": version})
+        def op(tx: Transaction) -> bool:
+            now = time.time()
+            current = {r.version: r for r in tx.namespace_keys(ns)}
+            if new_key is not None and new_version in current:
+                return False
+            tx.set_namespace_key_status(ns, version, COMPROMISED, now)
+            self.audit.append(
+                tx,
+                action="compromise",
+                result="success",
+                namespace=ns,
+                actor=who,
+                context=req,
+                detail={"version": version},
+            )
+            if new_key is not None:
+                tx.insert_namespace_key(NamespaceKeyRow(ns, new_version, ACTIVE, now, now, wraps))
+                self.audit.append(
+                    tx,
+                    action="rotate",
+                    result="success",
+                    namespace=ns,
+                    actor=who,
+                    context=req,
+                    detail={"new_version": new_version},
+                )
+            return True
 
-        self._write(op)
-        if was_active and rotate:
-            return self.rotate_namespace_key(ns)
-        return None
+        if not self._write(op):
+            raise ConflictError(f"namespace {ns!r} was rotated concurrently; run the command again")
+        if new_key is None:
+            return None
+        self.keyring.cache.put((ns, new_version), Aead(new_key))
+        return new_version
 
-    def cleanup_retired_keys(self, older_than: _dt.timedelta | float = 0.0, *, namespace: str | None = None, dry_run: bool = False) -> JobReport:
+    def cleanup_retired_keys(
+        self, older_than: _dt.timedelta | float = 0.0, *, namespace: str | None = None, dry_run: bool = False
+    ) -> JobReport:
         """Delete retired (and compromised) key versions that nothing references,
         retired for longer than ``older_than``. A version still referenced is
         refused and listed in ``details['refused']``.
@@ -344,6 +452,7 @@ class LifecycleMixin:
         refused: list[dict[str, Any]] = []
         deleted: list[dict[str, Any]] = []
         for ns in self._targets(namespace):
+
             def op(tx: Transaction, ns: str = ns) -> None:
                 counts = tx.count_versions_by_key(ns)
                 for row in tx.namespace_keys(ns):
@@ -356,7 +465,9 @@ class LifecycleMixin:
                     deleted.append({"namespace": ns, "version": row.version})
                     if not dry_run:
                         tx.delete_namespace_key(ns, row.version)
-                        self.audit.append(tx, action="retire", result="success", namespace=ns, detail={"deleted_version": row.version})
+                        self.audit.append(
+                            tx, action="retire", result="success", namespace=ns, detail={"deleted_version": row.version}
+                        )
 
             self._write(op)
         report.processed = len(deleted)
@@ -394,15 +505,22 @@ class LifecycleMixin:
         if dry_run:
             report.details["would_drop"] = drop_old
             return report.finish()
-        for index, (ns, need) in enumerate(pending):
+        for index, (_ns, need) in enumerate(pending):
             if need:
                 keys = [self.keyring.unwrap_bytes(r) for r in need]
                 report.kek_calls += len(need)
-                wrapped = target.wrap_many([(k, fmt.namespace_key_context(r.namespace, r.version)) for k, r in zip(keys, need, strict=True)])
+                wrapped = target.wrap_many(
+                    [(k, fmt.namespace_key_context(r.namespace, r.version)) for k, r in zip(keys, need, strict=True)]
+                )
                 report.kek_calls += 1
                 now = time.time()
 
-                def op(tx: Transaction, need: list[NamespaceKeyRow] = need, wrapped: list[WrappedKey] = wrapped) -> None:
+                def op(
+                    tx: Transaction,
+                    need: list[NamespaceKeyRow] = need,
+                    wrapped: list[WrappedKey] = wrapped,
+                    now: float = now,
+                ) -> None:
                     for row, w in zip(need, wrapped, strict=True):
                         tx.put_wrap(row.namespace, row.version, w, now)
 
@@ -420,8 +538,16 @@ class LifecycleMixin:
                 for row in rows:
                     mine = next((w for w in row.wraps if w.kek_uri == target.uri), None)
                     if mine is None:
-                        raise KeyUnavailable(f"namespace key {ns!r} v{row.version} has no wrap under {target.uri}; not dropping")
-                checks = [(next(w for w in r.wraps if w.kek_uri == target.uri), fmt.namespace_key_context(r.namespace, r.version)) for r in rows]
+                        raise KeyUnavailable(
+                            f"namespace key {ns!r} v{row.version} has no wrap under {target.uri}; not dropping"
+                        )
+                checks = [
+                    (
+                        next(w for w in r.wraps if w.kek_uri == target.uri),
+                        fmt.namespace_key_context(r.namespace, r.version),
+                    )
+                    for r in rows
+                ]
                 if checks:
                     target.unwrap_many(checks)
                     report.kek_calls += 1
@@ -432,7 +558,9 @@ class LifecycleMixin:
                     for row in tx.namespace_keys(ns):
                         if not any(w.kek_uri == target.uri for w in row.wraps):
                             # Rotated in since the check: never delete a key's only usable wrap.
-                            raise KeyUnavailable(f"namespace key {ns!r} v{row.version} has no wrap under {target.uri}; not dropping")
+                            raise KeyUnavailable(
+                                f"namespace key {ns!r} v{row.version} has no wrap under {target.uri}; not dropping"
+                            )
                         for w in row.wraps:
                             if w.kek_uri != target.uri:
                                 tx.delete_wrap(ns, row.version, w.kek_uri)
@@ -467,18 +595,29 @@ class LifecycleMixin:
                     label = f"{w.kek_uri}#{w.key_version}"
                     per_kek[label] = per_kek.get(label, 0) + counts.get(row.version, 0)
                     if w.kek_uri in primaries and w.key_version != primaries[w.kek_uri]:
-                        pending.append(f"v{row.version}: wrap under {w.kek_uri} is at {w.key_version}, primary is {primaries[w.kek_uri]} (rewrap-namespace-keys)")
+                        pending.append(
+                            f"v{row.version}: wrap under {w.kek_uri} is at {w.key_version}, primary is {primaries[w.kek_uri]} (rewrap-namespace-keys)"
+                        )
                 for uri in primaries:
                     if not any(w.kek_uri == uri for w in row.wraps):
                         pending.append(f"v{row.version}: no wrap under configured KEK {uri} (rewrap-namespace-keys)")
                 if row.status == ROTATING and counts.get(row.version, 0):
-                    pending.append(f"v{row.version}: {counts[row.version]} secret versions still under a rotating key (rewrap-deks)")
+                    pending.append(
+                        f"v{row.version}: {counts[row.version]} secret versions still under a rotating key (rewrap-deks)"
+                    )
                 if row.status == COMPROMISED and counts.get(row.version, 0):
-                    pending.append(f"v{row.version}: {counts[row.version]} secret versions under a compromised key (reencrypt)")
+                    pending.append(
+                        f"v{row.version}: {counts[row.version]} secret versions under a compromised key (reencrypt)"
+                    )
             out["namespaces"][ns] = {
                 "active_versions": [r.version for r in rows if r.status == ACTIVE],
                 "keys": [
-                    {"version": r.version, "status": r.status, "secret_versions": counts.get(r.version, 0), "wraps": [{"kek_uri": w.kek_uri, "kek_version": w.key_version} for w in r.wraps]}
+                    {
+                        "version": r.version,
+                        "status": r.status,
+                        "secret_versions": counts.get(r.version, 0),
+                        "wraps": [{"kek_uri": w.kek_uri, "kek_version": w.key_version} for w in r.wraps],
+                    }
                     for r in rows
                 ],
                 "secret_versions_per_namespace_key": {str(v): c for v, c in sorted(counts.items())},
@@ -488,4 +627,3 @@ class LifecycleMixin:
                 "pending": pending,
             }
         return out
-
