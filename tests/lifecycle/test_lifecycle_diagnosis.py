@@ -24,6 +24,12 @@ Opener = Callable[..., SecretStore]
 DEK_OFFSET = 8 + 4 + 12  # header, header CRC, DEK nonce (see format.py)
 
 
+@pytest.fixture(autouse=True)
+def _one_namespace_per_kek_batch(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tests here interrupt a KEK rewrap between namespaces; make each its own batch."""
+    monkeypatch.setattr("kmsbox.store.lifecycle._KEK_BATCH", 1)
+
+
 class _Interrupted(Exception):
     pass
 

@@ -112,7 +112,7 @@ def test_migrate_kek_drops_nothing_when_a_key_lacks_the_new_wrap(
         # A concurrent rotation between the wrap phase and the drop phase: its new key
         # is wrapped under the configured KEK only.
         nonlocal rotated
-        if not rotated:
+        if not rotated and done == total:  # after the last namespace's wraps are written
             rotated = True
             store.rotate_namespace_key("app")
 

@@ -7,19 +7,19 @@ only with an explicit confirmation, deletes what is unrecoverable.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from kmsbox import format as fmt
 from kmsbox._crypto import Aead
 from kmsbox.errors import IntegrityError, KeyUnavailable, ProviderError
-from kmsbox.storage.base import NamespaceKeyRow, StorageBackend, Transaction
-from kmsbox.store.jobs import JobReport
-from kmsbox.store.keyring import ACTIVE, AUDIT_NAMESPACE, COMPROMISED, RETIRED, ROTATING, NamespaceKeyring
+from kmsbox.storage.base import NamespaceKeyRow, Transaction
+from kmsbox.store.keyring import ACTIVE, AUDIT_NAMESPACE, COMPROMISED, RETIRED, ROTATING
+from kmsbox.store.lifecycle import LifecycleMixin
 
 if TYPE_CHECKING:
-    from kmsbox.store.audit import AuditLog
+    pass
 
 __all__ = ["DiagnosisMixin", "DiagnosisReport", "Issue", "RepairReport"]
 
@@ -103,36 +103,8 @@ class RepairReport:
         }
 
 
-class DiagnosisMixin:
+class DiagnosisMixin(LifecycleMixin):
     """Diagnosis and repair for :class:`~kmsbox.store.service.SecretStore`."""
-
-    backend: StorageBackend
-    keyring: NamespaceKeyring
-    audit: AuditLog
-    batch_size: int
-
-    def _write(self, op: Callable[[Transaction], T]) -> T:
-        raise NotImplementedError
-
-    def _who(self, actor: str | None, request: Mapping[str, str] | None) -> tuple[str | None, dict[str, str]]:
-        raise NotImplementedError
-
-    def _targets(self, namespace: str | None, *, include_audit: bool = False) -> list[str]:
-        raise NotImplementedError
-
-    def rewrap_namespace_keys(self, namespace: str | None = None, *, dry_run: bool = False) -> JobReport:
-        raise NotImplementedError
-
-    def rewrap_deks(self, namespace: str, *, dry_run: bool = False) -> JobReport:
-        raise NotImplementedError
-
-    def reencrypt(self, namespace: str, *, dry_run: bool = False) -> JobReport:
-        raise NotImplementedError
-
-    def cleanup_retired_keys(
-        self, older_than: float = 0.0, *, namespace: str | None = None, dry_run: bool = False
-    ) -> JobReport:
-        raise NotImplementedError
 
     # --- diagnosis -------------------------------------------------------------------------
 

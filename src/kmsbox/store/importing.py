@@ -16,12 +16,12 @@ from typing import TYPE_CHECKING, TypeVar
 
 from kmsbox.keys import seal_secret
 from kmsbox.storage.base import SecretRow, SecretVersionRow, Transaction
+from kmsbox.store.core import StoreCore
 from kmsbox.store.jobs import JobReport, Progress
 from kmsbox.store.names import validate_name, validate_namespace
 
 if TYPE_CHECKING:
-    from kmsbox.store.audit import AuditLog
-    from kmsbox.store.keyring import NamespaceKeyring
+    pass
 
 __all__ = ["ON_CONFLICT", "ImportMixin", "parse_dotenv", "parse_json_secrets"]
 
@@ -92,19 +92,8 @@ def parse_json_secrets(text: str) -> list[tuple[str, str]]:
     return pairs
 
 
-class ImportMixin:
+class ImportMixin(StoreCore):
     """Bulk import for :class:`~kmsbox.store.service.SecretStore`."""
-
-    keyring: NamespaceKeyring
-    audit: AuditLog
-    batch_size: int
-    max_value_size: int
-
-    def _write(self, op: Callable[[Transaction], T]) -> T:
-        raise NotImplementedError
-
-    def _who(self, actor: str | None, request: Mapping[str, str] | None) -> tuple[str | None, dict[str, str]]:
-        raise NotImplementedError
 
     def import_secrets(
         self,

@@ -11,7 +11,7 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from kmsbox import format as fmt
@@ -19,47 +19,24 @@ from kmsbox._crypto import Aead, random_key
 from kmsbox.errors import ConflictError, IntegrityError, KeyUnavailable
 from kmsbox.kek import KekProvider, WrappedKey, open_kek
 from kmsbox.keys import open_secret, rewrap_secret, seal_secret
-from kmsbox.storage.base import JobRow, NamespaceKeyRow, SecretVersionRow, StorageBackend, Transaction
+from kmsbox.storage.base import JobRow, NamespaceKeyRow, SecretVersionRow, Transaction
+from kmsbox.store.core import StoreCore
 from kmsbox.store.jobs import JobReport, Progress
-from kmsbox.store.keyring import ACTIVE, AUDIT_NAMESPACE, COMPROMISED, RETIRED, ROTATING, NamespaceKeyring
+from kmsbox.store.keyring import ACTIVE, AUDIT_NAMESPACE, COMPROMISED, RETIRED, ROTATING
 from kmsbox.store.names import validate_namespace
 
 if TYPE_CHECKING:
-    from kmsbox.store.audit import AuditLog
+    pass
 
 __all__ = ["LifecycleMixin"]
 
 T = TypeVar("T")
+#: Namespace-key versions per KEK batch call (rewrap and migration).
+_KEK_BATCH = 1000
 
 
-class LifecycleMixin:
+class LifecycleMixin(StoreCore):
     """Key maintenance for :class:`~kmsbox.store.service.SecretStore`."""
-
-    backend: StorageBackend
-    keyring: NamespaceKeyring
-    audit: AuditLog
-    batch_size: int
-
-    def _write(self, op: Callable[[Transaction], T]) -> T:
-        raise NotImplementedError
-
-    def _who(self, actor: str | None, request: Mapping[str, str] | None) -> tuple[str | None, dict[str, str]]:
-        raise NotImplementedError
-
-    def namespaces(self) -> list[str]:
-        raise NotImplementedError
-
-    # --- helpers ------------------------------------------------------------------------
-
-    def _targets(self, namespace: str | None, *, include_audit: bool = False) -> list[str]:
-        if namespace is not None:
-            return [validate_namespace(namespace)]
-        names = self.namespaces()
-        return ([AUDIT_NAMESPACE] if include_audit else []) + names
-
-    def _keys(self, namespace: str) -> list[NamespaceKeyRow]:
-        with self.backend.read() as tx:
-            return tx.namespace_keys(namespace)
 
     def _audit_job(
         self, action: str, namespace: str | None, detail: Mapping[str, Any], result: str = "success"
@@ -98,66 +75,14 @@ class LifecycleMixin:
         """
         report = JobReport("rewrap-namespace-keys", namespace, dry_run=dry_run)
         targets = self._targets(namespace, include_audit=namespace is None)
+        group: list[NamespaceKeyRow] = []
         for index, ns in enumerate(targets):
-            rows = [r for r in self._keys(ns) if r.status != RETIRED or r.wraps]
-            for kek in self.keyring.keks:
-                primary = kek.primary_version()
-                stale: list[tuple[NamespaceKeyRow, WrappedKey]] = []
-                missing: list[NamespaceKeyRow] = []
-                for row in rows:
-                    wrap = next((w for w in row.wraps if w.kek_uri == kek.uri), None)
-                    if wrap is None:
-                        missing.append(row)
-                    elif force or wrap.key_version != primary:
-                        stale.append((row, wrap))
-                    else:
-                        report.skipped += 1
-                report.remaining += len(stale) + len(missing)
-                if dry_run or not (stale or missing):
-                    continue
-                new_wraps: list[tuple[NamespaceKeyRow, WrappedKey]] = []
-                if stale:
-                    items = [(w, fmt.namespace_key_context(r.namespace, r.version)) for r, w in stale]
-                    report.kek_calls += 1
-                    try:
-                        new_wraps += list(zip([r for r, _ in stale], kek.rewrap_many(items), strict=True))
-                    except (KeyUnavailable, IntegrityError):
-                        # A wrap under a lost KEK version must not block the others: unwrap
-                        # each through any KEK that can and wrap it anew below.
-                        missing = [r for r, _ in stale] + missing
-                if missing:
-                    keys: list[bytes] = []
-                    opened: list[NamespaceKeyRow] = []
-                    for row in missing:
-                        report.kek_calls += 1
-                        try:
-                            keys.append(self.keyring.unwrap_bytes(row))
-                            opened.append(row)
-                        except KeyUnavailable:
-                            report.details.setdefault("unavailable", []).append(f"{row.namespace} v{row.version}")
-                    if opened:
-                        wrapped = kek.wrap_many(
-                            [
-                                (k, fmt.namespace_key_context(r.namespace, r.version))
-                                for k, r in zip(keys, opened, strict=True)
-                            ]
-                        )
-                        report.kek_calls += 1
-                        new_wraps += list(zip(opened, wrapped, strict=True))
-                if not new_wraps:
-                    continue
-                now = time.time()
-
-                def op(
-                    tx: Transaction, new_wraps: list[tuple[NamespaceKeyRow, WrappedKey]] = new_wraps, now: float = now
-                ) -> None:
-                    for row, wrapped in new_wraps:
-                        tx.put_wrap(row.namespace, row.version, wrapped, now)
-
-                self._write(op)
-                report.processed += len(new_wraps)
-                report.remaining -= len(new_wraps)
-                report.batches += 1
+            group += [r for r in self._keys(ns) if r.status != RETIRED or r.wraps]
+            # Namespaces are gathered into groups so that one batch call per KEK
+            # covers many of them, while memory stays bounded by the group size.
+            if len(group) >= _KEK_BATCH or index == len(targets) - 1:
+                self._rewrap_group(group, report, force=force, dry_run=dry_run)
+                group = []
             if progress:
                 progress(index + 1, len(targets))
         if not dry_run:
@@ -168,44 +93,102 @@ class LifecycleMixin:
             )
         return report.finish()
 
+    def _rewrap_group(self, rows: list[NamespaceKeyRow], report: JobReport, *, force: bool, dry_run: bool) -> None:
+        """Rewrap a group of namespace-key versions: per KEK, one batch rewrap of the
+        stale wraps and one batch wrap of the missing ones, then one transaction."""
+        for kek in self.keyring.keks:
+            primary = kek.primary_version()
+            stale: list[tuple[NamespaceKeyRow, WrappedKey]] = []
+            missing: list[NamespaceKeyRow] = []
+            for row in rows:
+                wrap = next((w for w in row.wraps if w.kek_uri == kek.uri), None)
+                if wrap is None:
+                    missing.append(row)
+                elif force or wrap.key_version != primary:
+                    stale.append((row, wrap))
+                else:
+                    report.skipped += 1
+            report.remaining += len(stale) + len(missing)
+            if dry_run or not (stale or missing):
+                continue
+            new_wraps: list[tuple[NamespaceKeyRow, WrappedKey]] = []
+            if stale:
+                items = [(w, fmt.namespace_key_context(r.namespace, r.version)) for r, w in stale]
+                report.kek_calls += 1
+                try:
+                    new_wraps += list(zip([r for r, _ in stale], kek.rewrap_many(items), strict=True))
+                except (KeyUnavailable, IntegrityError):
+                    # A wrap under a lost KEK version must not block the others: unwrap
+                    # each through any KEK that can and wrap it anew below.
+                    missing = [r for r, _ in stale] + missing
+            if missing:
+                keys: list[bytes] = []
+                opened: list[NamespaceKeyRow] = []
+                for row in missing:
+                    report.kek_calls += 1
+                    try:
+                        keys.append(self.keyring.unwrap_bytes(row))
+                        opened.append(row)
+                    except KeyUnavailable:
+                        report.details.setdefault("unavailable", []).append(f"{row.namespace} v{row.version}")
+                if opened:
+                    contexts = [fmt.namespace_key_context(r.namespace, r.version) for r in opened]
+                    wrapped = kek.wrap_many(list(zip(keys, contexts, strict=True)))
+                    report.kek_calls += 1
+                    new_wraps += list(zip(opened, wrapped, strict=True))
+            if not new_wraps:
+                continue
+            now = time.time()
+
+            def op(
+                tx: Transaction, new_wraps: list[tuple[NamespaceKeyRow, WrappedKey]] = new_wraps, now: float = now
+            ) -> None:
+                for row, wrapped in new_wraps:
+                    tx.put_wrap(row.namespace, row.version, wrapped, now)
+
+            self._write(op)
+            report.processed += len(new_wraps)
+            report.remaining -= len(new_wraps)
+            report.batches += 1
+
     # --- namespace-key rotation --------------------------------------------------------------
+
+    def _rotate_in(
+        self, tx: Transaction, ns: str, version: int, wraps: list[WrappedKey], who: str | None, req: dict[str, str]
+    ) -> bool:
+        """Inside ``tx``: make ``version`` the active key, the active one ``rotating``.
+
+        False (nothing written) if that version exists already: another rotation
+        got there first, and these wraps are bound to a version number it took.
+        """
+        now = time.time()
+        current = tx.namespace_keys(ns)
+        if any(row.version >= version for row in current):
+            return False
+        for row in current:
+            if row.status == ACTIVE:
+                tx.set_namespace_key_status(ns, row.version, ROTATING, now)
+        tx.insert_namespace_key(NamespaceKeyRow(ns, version, ACTIVE, now, now, wraps))
+        self.audit.append(
+            tx, action="rotate", result="success", namespace=ns, actor=who, context=req, detail={"new_version": version}
+        )
+        return True
 
     def rotate_namespace_key(self, namespace: str, *, dry_run: bool = False) -> int:
         """Make a new active namespace-key version; the old active one becomes ``rotating``.
 
         Returns the new version (or, with ``dry_run``, the version it would create).
-        Existing DEKs move with :meth:`rewrap_deks`.
+        Existing DEKs move with :meth:`rewrap_deks`. Raises ConflictError if another
+        rotation of the namespace committed first.
         """
         ns = validate_namespace(namespace)
-        rows = self._keys(ns)
-        version = max((r.version for r in rows), default=0) + 1
+        version = max((r.version for r in self._keys(ns)), default=0) + 1
         if dry_run:
             return version
         key = random_key()
         wraps = self.keyring.wrap_all(ns, version, key)
-        now = time.time()
         who, req = self._who(None, None)
-
-        def op(tx: Transaction) -> bool:
-            current = tx.namespace_keys(ns)
-            if any(row.version >= version for row in current):
-                return False  # another rotation got there first; its wraps name another version
-            for row in current:
-                if row.status == ACTIVE:
-                    tx.set_namespace_key_status(ns, row.version, ROTATING, now)
-            tx.insert_namespace_key(NamespaceKeyRow(ns, version, ACTIVE, now, now, wraps))
-            self.audit.append(
-                tx,
-                action="rotate",
-                result="success",
-                namespace=ns,
-                actor=who,
-                context=req,
-                detail={"new_version": version},
-            )
-            return True
-
-        if not self._write(op):
+        if not self._write(lambda tx: self._rotate_in(tx, ns, version, wraps, who, req)):
             raise ConflictError(f"namespace {ns!r} was rotated concurrently; run the command again")
         self.keyring.cache.put((ns, version), Aead(key))
         return version
@@ -405,11 +388,9 @@ class LifecycleMixin:
         wraps = self.keyring.wrap_all(ns, new_version, new_key) if new_key is not None else []
 
         def op(tx: Transaction) -> bool:
-            now = time.time()
-            current = {r.version: r for r in tx.namespace_keys(ns)}
-            if new_key is not None and new_version in current:
+            if new_key is not None and not self._rotate_in(tx, ns, new_version, wraps, who, req):
                 return False
-            tx.set_namespace_key_status(ns, version, COMPROMISED, now)
+            tx.set_namespace_key_status(ns, version, COMPROMISED, time.time())
             self.audit.append(
                 tx,
                 action="compromise",
@@ -419,17 +400,6 @@ class LifecycleMixin:
                 context=req,
                 detail={"version": version},
             )
-            if new_key is not None:
-                tx.insert_namespace_key(NamespaceKeyRow(ns, new_version, ACTIVE, now, now, wraps))
-                self.audit.append(
-                    tx,
-                    action="rotate",
-                    result="success",
-                    namespace=ns,
-                    actor=who,
-                    context=req,
-                    detail={"new_version": new_version},
-                )
             return True
 
         if not self._write(op):
@@ -495,62 +465,38 @@ class LifecycleMixin:
         report = JobReport("kek-migrate", None, dry_run=dry_run)
         report.details["to"] = target.uri
         targets = self._targets(None, include_audit=True)
-        pending: list[tuple[str, list[NamespaceKeyRow]]] = []
-        for ns in targets:
+        group: list[NamespaceKeyRow] = []
+        for index, ns in enumerate(targets):
             rows = self._keys(ns)
             need = [r for r in rows if not any(w.kek_uri == target.uri for w in r.wraps)]
             report.skipped += len(rows) - len(need)
             report.remaining += len(need)
-            pending.append((ns, need))
+            group += need
+            # One batch wrap per group of namespaces; memory stays bounded by the group.
+            if not dry_run and group and (len(group) >= _KEK_BATCH or index == len(targets) - 1):
+                self._wrap_group_under(target, group, report)
+                group = []
+            if progress:
+                progress(index + 1, len(targets))
         if dry_run:
             report.details["would_drop"] = drop_old
             return report.finish()
-        for index, (_ns, need) in enumerate(pending):
-            if need:
-                keys = [self.keyring.unwrap_bytes(r) for r in need]
-                report.kek_calls += len(need)
-                wrapped = target.wrap_many(
-                    [(k, fmt.namespace_key_context(r.namespace, r.version)) for k, r in zip(keys, need, strict=True)]
-                )
-                report.kek_calls += 1
-                now = time.time()
-
-                def op(
-                    tx: Transaction,
-                    need: list[NamespaceKeyRow] = need,
-                    wrapped: list[WrappedKey] = wrapped,
-                    now: float = now,
-                ) -> None:
-                    for row, w in zip(need, wrapped, strict=True):
-                        tx.put_wrap(row.namespace, row.version, w, now)
-
-                self._write(op)
-                report.processed += len(need)
-                report.remaining -= len(need)
-                report.batches += 1
-            if progress:
-                progress(index + 1, len(pending))
         if drop_old:
             dropped = 0
             # Prove every key has a new wrap that opens before deleting any old one.
-            for ns in targets:
-                rows = self._keys(ns)
-                for row in rows:
+            checks: list[tuple[WrappedKey, dict[str, str]]] = []
+            for index, ns in enumerate(targets):
+                for row in self._keys(ns):
                     mine = next((w for w in row.wraps if w.kek_uri == target.uri), None)
                     if mine is None:
                         raise KeyUnavailable(
                             f"namespace key {ns!r} v{row.version} has no wrap under {target.uri}; not dropping"
                         )
-                checks = [
-                    (
-                        next(w for w in r.wraps if w.kek_uri == target.uri),
-                        fmt.namespace_key_context(r.namespace, r.version),
-                    )
-                    for r in rows
-                ]
-                if checks:
+                    checks.append((mine, fmt.namespace_key_context(row.namespace, row.version)))
+                if checks and (len(checks) >= _KEK_BATCH or index == len(targets) - 1):
                     target.unwrap_many(checks)
                     report.kek_calls += 1
+                    checks = []
             for ns in targets:
 
                 def drop(tx: Transaction, ns: str = ns) -> int:
@@ -573,6 +519,25 @@ class LifecycleMixin:
         if target not in self.keyring.keks and isinstance(to, str):
             target.close()
         return report.finish()
+
+    def _wrap_group_under(self, target: KekProvider, rows: list[NamespaceKeyRow], report: JobReport) -> None:
+        """Wrap a group of namespace-key versions under ``target`` (one batch call) and store the wraps."""
+        keys = [self.keyring.unwrap_bytes(r) for r in rows]
+        report.kek_calls += len(rows)
+        wrapped = target.wrap_many(
+            [(k, fmt.namespace_key_context(r.namespace, r.version)) for k, r in zip(keys, rows, strict=True)]
+        )
+        report.kek_calls += 1
+        now = time.time()
+
+        def op(tx: Transaction) -> None:
+            for row, w in zip(rows, wrapped, strict=True):
+                tx.put_wrap(row.namespace, row.version, w, now)
+
+        self._write(op)
+        report.processed += len(rows)
+        report.remaining -= len(rows)
+        report.batches += 1
 
     # --- status --------------------------------------------------------------------------------
 

@@ -11,13 +11,12 @@ import builtins
 import datetime as _dt
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from typing import Any, TypeVar
 
 from kmsbox._crypto import Aead
 from kmsbox.errors import (
-    ConflictError,
     IntegrityError,
     KeyUnavailable,
     KmsboxError,
@@ -29,11 +28,10 @@ from kmsbox.kek import KekProvider
 from kmsbox.keys import KeyCache, open_secret, seal_secret
 from kmsbox.storage.base import AuditFilter, SecretRow, SecretVersionRow, StorageBackend, Transaction
 from kmsbox.store.audit import AuditEvent, AuditLog, AuditVerification, Checkpoint
-from kmsbox.store.context import audit_context, current_actor, current_namespace, current_request, namespace_block
+from kmsbox.store.context import audit_context, current_namespace, namespace_block
 from kmsbox.store.diagnosis import DiagnosisMixin
 from kmsbox.store.importing import ImportMixin
 from kmsbox.store.keyring import AUDIT_NAMESPACE, NamespaceKeyring
-from kmsbox.store.lifecycle import LifecycleMixin
 from kmsbox.store.models import GetResult, Page, Secret, SecretInfo, SecretVersionInfo
 from kmsbox.store.names import validate_name, validate_namespace
 
@@ -127,7 +125,7 @@ def _check_text(value: str | None, what: str, limit: int) -> str | None:
     return value
 
 
-class SecretStore(LifecycleMixin, DiagnosisMixin, ImportMixin):
+class SecretStore(DiagnosisMixin, ImportMixin):
     """A tenant-aware secret store over a storage backend and one or more KEKs.
 
     Open it with :func:`kmsbox.open_store`. Thread-safe; close it when done (or
@@ -177,26 +175,6 @@ class SecretStore(LifecycleMixin, DiagnosisMixin, ImportMixin):
         if chosen is None:
             raise ValueError("no namespace: pass namespace=... or use `with store.namespace(...)`")
         return validate_namespace(chosen)
-
-    def _who(self, actor: str | None, request: Mapping[str, str] | None) -> tuple[str | None, dict[str, str]]:
-        merged = dict(current_request())
-        if request:
-            merged.update(request)
-        return (actor if actor is not None else current_actor()), merged
-
-    def _write(self, op: Callable[[Transaction], T]) -> T:
-        """Run ``op`` in a write transaction, retrying when a concurrent writer won."""
-        delay = 0.001
-        for attempt in range(_WRITE_RETRIES):
-            try:
-                with self.backend.transaction() as tx:
-                    return op(tx)
-            except ConflictError:
-                if attempt == _WRITE_RETRIES - 1:
-                    raise
-                time.sleep(delay)
-                delay = min(delay * 2, 0.1)
-        raise AssertionError("unreachable")
 
     def namespace(self, namespace: str) -> AbstractContextManager[str]:
         """``with store.namespace("tenant-123"): ...`` sets the default namespace for the block."""
@@ -630,11 +608,6 @@ class SecretStore(LifecycleMixin, DiagnosisMixin, ImportMixin):
             SecretVersionInfo(v.version, v.created_at, v.namespace_key_version, v.version == row.version)
             for v in versions
         ]
-
-    def namespaces(self) -> builtins.list[str]:
-        """Every namespace that has a key."""
-        with self.backend.read() as tx:
-            return [n for n in tx.namespaces() if n != AUDIT_NAMESPACE]
 
     # --- access tracking ----------------------------------------------------------------
 

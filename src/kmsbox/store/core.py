@@ -1,0 +1,71 @@
+"""What every part of the store shares: its backend, keys, audit log and the
+write-with-retry, actor and namespace plumbing. The service, lifecycle,
+diagnosis and import mixins all build on :class:`StoreCore`."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, TypeVar
+
+from kmsbox.errors import ConflictError
+from kmsbox.storage.base import NamespaceKeyRow, StorageBackend, Transaction
+from kmsbox.store.context import current_actor, current_request
+from kmsbox.store.keyring import AUDIT_NAMESPACE, NamespaceKeyring
+from kmsbox.store.names import validate_namespace
+
+if TYPE_CHECKING:
+    from kmsbox.store.audit import AuditLog
+
+__all__ = ["StoreCore"]
+
+T = TypeVar("T")
+_WRITE_RETRIES = 20
+
+
+class StoreCore:
+    """Shared state and plumbing of a :class:`~kmsbox.store.service.SecretStore`."""
+
+    backend: StorageBackend
+    keyring: NamespaceKeyring
+    audit: AuditLog
+    batch_size: int
+    max_value_size: int
+
+    def _who(self, actor: str | None, request: Mapping[str, str] | None) -> tuple[str | None, dict[str, str]]:
+        """The actor and request context for an audit event: per call, else per block."""
+        merged = dict(current_request())
+        if request:
+            merged.update(request)
+        return (actor if actor is not None else current_actor()), merged
+
+    def _write(self, op: Callable[[Transaction], T]) -> T:
+        """Run ``op`` in a write transaction, retrying when a concurrent writer won."""
+        delay = 0.001
+        for attempt in range(_WRITE_RETRIES):
+            try:
+                with self.backend.transaction() as tx:
+                    return op(tx)
+            except ConflictError:
+                if attempt == _WRITE_RETRIES - 1:
+                    raise
+                time.sleep(delay)
+                delay = min(delay * 2, 0.1)
+        raise AssertionError("unreachable")
+
+    def namespaces(self) -> list[str]:
+        """Every namespace that has a key."""
+        with self.backend.read() as tx:
+            return [n for n in tx.namespaces() if n != AUDIT_NAMESPACE]
+
+    def _targets(self, namespace: str | None, *, include_audit: bool = False) -> list[str]:
+        """One namespace, or every namespace (and the audit key's, if asked)."""
+        if namespace is not None:
+            return [validate_namespace(namespace)]
+        names = self.namespaces()
+        return ([AUDIT_NAMESPACE] if include_audit else []) + names
+
+    def _keys(self, namespace: str) -> list[NamespaceKeyRow]:
+        """Every namespace-key version of a namespace, with wraps."""
+        with self.backend.read() as tx:
+            return tx.namespace_keys(namespace)
