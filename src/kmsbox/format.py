@@ -8,6 +8,7 @@ wrong. Also here: the canonical encoding of contexts used as associated data.
 
 from __future__ import annotations
 
+import functools
 import json
 import struct
 import zlib
@@ -123,6 +124,7 @@ _K_NS = b"\x00\x02ns"
 _K_V = b"\x00\x01v"
 
 
+@functools.lru_cache(maxsize=4096)
 def dek_aad(namespace: str, name: str, secret_version: int, namespace_key_version: int) -> bytes:
     """Associated data binding a wrapped DEK to its row and namespace-key version.
 
@@ -137,6 +139,7 @@ def dek_aad(namespace: str, name: str, secret_version: int, namespace_key_versio
     )
 
 
+@functools.lru_cache(maxsize=4096)
 def value_aad(namespace: str, name: str, secret_version: int) -> bytes:
     """Associated data binding a value ciphertext to its namespace, name and version.
 

@@ -78,7 +78,7 @@ def _secret(row: Any) -> SecretRow:
         expires_at=None if row[6] is None else float(row[6]),
         category=row[7],
         description=row[8],
-        labels=json.loads(row[9]),
+        labels={} if row[9] == "{}" else json.loads(row[9]),
         access_count=int(row[10]),
         last_accessed_at=None if row[11] is None else float(row[11]),
         row_version=int(row[12]),

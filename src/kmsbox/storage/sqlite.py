@@ -55,7 +55,8 @@ class SqliteBackend(SqlBackend):
 
     def _begin(self, conn: Any, write: bool) -> None:
         if not write:
-            conn.execute("BEGIN")
+            # Reads run in autocommit: each statement sees its own committed snapshot,
+            # the same guarantee as PostgreSQL's READ COMMITTED, without BEGIN/COMMIT.
             return
         # Writers queue on the lock: retry BEGIN IMMEDIATE past sqlite's own busy
         # wait so that "database is locked" never reaches the caller early.
@@ -74,7 +75,8 @@ class SqliteBackend(SqlBackend):
                 delay = min(delay * 2, 0.05)
 
     def _commit(self, conn: Any) -> None:
-        conn.execute("COMMIT")
+        if conn.in_transaction:
+            conn.execute("COMMIT")
 
     def _rollback(self, conn: Any) -> None:
         if conn.in_transaction:

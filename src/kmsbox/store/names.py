@@ -12,6 +12,7 @@ A bad value is a ``ValueError`` before anything is stored.
 
 from __future__ import annotations
 
+import functools
 import re
 
 __all__ = ["MAX_NAME", "MAX_NAMESPACE", "NAMESPACE_PATTERN", "NAME_PATTERN", "validate_name", "validate_namespace"]
@@ -30,8 +31,20 @@ def _shown(value: object) -> str:
     return text if len(text) <= 40 else text[:37] + "..."
 
 
+@functools.lru_cache(maxsize=4096)
+def _valid_namespace(namespace: str) -> bool:
+    return len(namespace) <= MAX_NAMESPACE and _NAMESPACE_RE.fullmatch(namespace) is not None
+
+
+@functools.lru_cache(maxsize=8192)
+def _valid_name(name: str) -> bool:
+    return len(name) <= MAX_NAME and _NAME_RE.fullmatch(name) is not None
+
+
 def validate_namespace(namespace: object) -> str:
     """Return ``namespace`` if valid, else raise ValueError saying why."""
+    if type(namespace) is str and _valid_namespace(namespace):
+        return namespace
     if not isinstance(namespace, str):
         raise ValueError(f"namespace must be a string, got {type(namespace).__name__}")
     if not namespace:
@@ -47,6 +60,8 @@ def validate_namespace(namespace: object) -> str:
 
 def validate_name(name: object) -> str:
     """Return ``name`` if valid, else raise ValueError saying why."""
+    if type(name) is str and _valid_name(name):
+        return name
     if not isinstance(name, str):
         raise ValueError(f"secret name must be a string, got {type(name).__name__}")
     if not name:

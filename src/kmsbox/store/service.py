@@ -446,13 +446,14 @@ class SecretStore(DiagnosisMixin, ImportMixin):
         else:
             with self.backend.read() as tx:
                 outcome = self._read(tx, ns, name, version, who, req, audited=False)
-            if isinstance(outcome, Secret):
-                self._note_access(ns, name)
-            else:
+            if not isinstance(outcome, Secret):
                 # Failures are audited even when successful reads are not.
                 self._write(lambda tx: self._audit_failure(tx, ns, name, version, who, req, outcome))
         if isinstance(outcome, KmsboxError):
             raise outcome
+        # Access counts are buffered and written in batches (the audit event, when
+        # reads are audited, is the durable record of this read).
+        self._note_access(ns, name)
         return outcome
 
     def _read(
@@ -490,10 +491,9 @@ class SecretStore(DiagnosisMixin, ImportMixin):
                 except (IntegrityError, KeyUnavailable) as exc:
                     outcome = exc
                 else:
+                    row.access_count += 1 + self._pending_access(ns, name)
+                    row.last_accessed_at = now
                     if audited:
-                        tx.record_access(ns, name, 1, now)
-                        row.access_count += 1
-                        row.last_accessed_at = now
                         self.audit.append(
                             tx,
                             action="read",
@@ -554,6 +554,7 @@ class SecretStore(DiagnosisMixin, ImportMixin):
         """A secret's metadata (no value, not counted as a read). SecretNotFound if missing."""
         ns = self._namespace(namespace)
         validate_name(name)
+        self.flush_access()  # so counts include this process's buffered reads
         with self.backend.read() as tx:
             row = tx.get_secret(ns, name)
         if row is None:
@@ -578,6 +579,7 @@ class SecretStore(DiagnosisMixin, ImportMixin):
         if not isinstance(limit, int) or not 1 <= limit <= 10_000:
             raise ValueError("limit must be between 1 and 10000")
         label_pair = _parse_label(label)
+        self.flush_access()  # so counts include this process's buffered reads
         with self.backend.read() as tx:
             rows = tx.list_secrets(ns, category=category, label=label_pair, after=cursor, limit=limit)
         return Page([_info(r) for r in rows], rows[-1].name if len(rows) == limit else None)
@@ -610,6 +612,10 @@ class SecretStore(DiagnosisMixin, ImportMixin):
         ]
 
     # --- access tracking ----------------------------------------------------------------
+
+    def _pending_access(self, ns: str, name: str) -> int:
+        with self._access_lock:
+            return self._access.get((ns, name), (0, 0.0))[0]
 
     def _note_access(self, ns: str, name: str) -> None:
         # With read audit off, counts are buffered and flushed in one write per batch.
