@@ -3,6 +3,8 @@
 Fixtures:
 
 - ``kmsbox_local_kek``: a ``env://`` KEK with a key generated for the test.
+- ``kmsbox_fake_kek``: an in-process :class:`~kmsbox.testing.fake_kek.FakeKek` with
+  fault injection, no server needed.
 - ``kmsbox_fake``: a factory, ``kmsbox_fake("aws")``, that starts (once per
   session) the fake of an installed plugin and returns it with faults cleared.
 - ``fake_aws_kms``, ``fake_gcp_kms``, ``fake_vault``: the same for each cloud.
@@ -20,8 +22,9 @@ from typing import Any
 import pytest
 
 from kmsbox.plugins import fake_servers
+from kmsbox.testing.fake_kek import FakeKek
 
-__all__ = ["fake_aws_kms", "fake_gcp_kms", "fake_vault", "kmsbox_fake", "kmsbox_local_kek"]
+__all__ = ["fake_aws_kms", "fake_gcp_kms", "fake_vault", "kmsbox_fake", "kmsbox_fake_kek", "kmsbox_local_kek"]
 
 _PACKAGES = {"aws": "kmsbox-aws", "gcp": "kmsbox-gcp", "vault": "kmsbox-vault"}
 
@@ -31,6 +34,13 @@ def kmsbox_local_kek(monkeypatch: pytest.MonkeyPatch) -> str:
     """An ``env://`` KEK URI whose key is generated for this test."""
     monkeypatch.setenv("KMSBOX_TEST_KEK", os.urandom(32).hex())
     return "env://KMSBOX_TEST_KEK"
+
+
+@pytest.fixture
+def kmsbox_fake_kek(monkeypatch: pytest.MonkeyPatch) -> FakeKek:
+    """An in-process fake KEK (versions, rotation, destroy, injected faults)."""
+    monkeypatch.setenv("KMSBOX_KMS_DEADLINE", "3")  # short retry budget for fault tests
+    return FakeKek()
 
 
 @pytest.fixture(scope="session")
