@@ -12,36 +12,13 @@ from kmsbox import Envelope, KeyCache
 from kmsbox import format as fmt
 from kmsbox._crypto import Aead
 from kmsbox.errors import ConfigError, IntegrityError, KeyUnavailable, KmsboxError
-from kmsbox.kek import BaseKekProvider, Context, KekProvider, WrappedKey, open_kek
+from kmsbox.kek import WrappedKey, open_kek
 from kmsbox.keys import seal_secret
 from kmsbox.providers.local import add_keyring_version, generate_keyring, remove_keyring_version
+from kmsbox.testing.counting import CountingKek
 
 _CONTEXT = {"table": "payments", "row": "42"}
 _PLAINTEXT = b"card 4111 1111 1111 1111"
-
-
-class CountingKek(BaseKekProvider):
-    """Wraps another provider and counts its KEK calls."""
-
-    def __init__(self, inner: KekProvider) -> None:
-        super().__init__(inner.uri)
-        self.inner = inner
-        self.wraps = 0
-        self.unwraps = 0
-
-    def wrap(self, key: bytes, context: Context) -> WrappedKey:
-        self.wraps += 1
-        return self.inner.wrap(key, context)
-
-    def unwrap(self, wrapped: WrappedKey, context: Context) -> bytes:
-        self.unwraps += 1
-        return self.inner.unwrap(wrapped, context)
-
-    def primary_version(self) -> str:
-        return self.inner.primary_version()
-
-    def describe(self) -> dict[str, str]:
-        return self.inner.describe()
 
 
 class Clock:

@@ -15,12 +15,13 @@ from hypothesis import strategies as st
 
 import kmsbox
 from kmsbox.errors import ConfigError, IntegrityError, KeyUnavailable, PluginError
-from kmsbox.kek import BaseKekProvider, Context, KekProvider, WrappedKey, open_kek
+from kmsbox.kek import open_kek
 from kmsbox.keys import KeyCache
 from kmsbox.storage.base import AuditFilter
 from kmsbox.store.audit import Checkpoint
 from kmsbox.store.names import MAX_NAME, MAX_NAMESPACE, NAME_PATTERN, NAMESPACE_PATTERN
 from kmsbox.store.service import SecretStore
+from kmsbox.testing.counting import CountingKek
 
 Opener = Callable[..., SecretStore]
 
@@ -342,30 +343,6 @@ def test_any_valid_name_and_namespace_round_trip(
 
 
 # --- KEK calls -------------------------------------------------------------------------------
-
-
-class CountingKek(BaseKekProvider):
-    """Wraps a provider and counts its wrap and unwrap calls."""
-
-    def __init__(self, inner: KekProvider) -> None:
-        super().__init__(inner.uri)
-        self.inner = inner
-        self.wraps = 0
-        self.unwraps = 0
-
-    def wrap(self, key: bytes, context: Context) -> WrappedKey:
-        self.wraps += 1
-        return self.inner.wrap(key, context)
-
-    def unwrap(self, wrapped: WrappedKey, context: Context) -> bytes:
-        self.unwraps += 1
-        return self.inner.unwrap(wrapped, context)
-
-    def primary_version(self) -> str:
-        return self.inner.primary_version()
-
-    def describe(self) -> dict[str, str]:
-        return self.inner.describe()
 
 
 class FakeClock:

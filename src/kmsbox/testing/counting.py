@@ -31,6 +31,16 @@ class CountingKek:
         with self._lock:
             return sum(self.calls.values())
 
+    @property
+    def wraps(self) -> int:
+        """Single ``wrap`` calls counted."""
+        return self.calls.get("wrap", 0)
+
+    @property
+    def unwraps(self) -> int:
+        """Single ``unwrap`` calls counted."""
+        return self.calls.get("unwrap", 0)
+
     def reset(self) -> None:
         """Zero the counters."""
         with self._lock:
