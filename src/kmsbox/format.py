@@ -27,7 +27,6 @@ __all__ = [
     "SECRET_OVERHEAD",
     "MessageEnvelope",
     "SecretEnvelope",
-    "audit_key_context",
     "dek_aad",
     "encode_audit_record",
     "encode_context",
@@ -102,11 +101,6 @@ def encode_context_cached(context: Mapping[str, str] | None) -> bytes:
 def namespace_key_context(namespace: str, version: int) -> dict[str, str]:
     """The context a namespace key is wrapped under by a KEK."""
     return {"kmsbox:purpose": "namespace-key", "kmsbox:namespace": namespace, "kmsbox:key-version": str(version)}
-
-
-def audit_key_context(version: int) -> dict[str, str]:
-    """The context the audit HMAC key is wrapped under by a KEK."""
-    return {"kmsbox:purpose": "audit-key", "kmsbox:key-version": str(version)}
 
 
 def _field(prefix: bytes, value: str) -> bytes:

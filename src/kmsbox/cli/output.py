@@ -1,10 +1,9 @@
-"""Output helpers: rich tables for people, JSON for scripts, one-line errors."""
+"""Output helpers: rich tables for people, JSON for scripts, and the exit codes."""
 
 from __future__ import annotations
 
 import datetime as _dt
 import json
-import sys
 from collections.abc import Sequence
 from typing import Any
 
@@ -12,10 +11,9 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-__all__ = ["EXIT_CODES", "console", "emit_json", "err_console", "fmt_time", "table"]
+__all__ = ["EXIT_CODES", "console", "emit_json", "fmt_time", "table"]
 
 console = Console(highlight=False)
-err_console = Console(stderr=True, highlight=False)
 
 #: Exit codes of the kmsbox command (also documented in docs/cli.md).
 EXIT_CODES = {
@@ -53,9 +51,3 @@ def table(title: str | None, columns: Sequence[str], rows: Sequence[Sequence[Any
     for row in rows:
         t.add_row(*["-" if v is None else str(v) for v in row])
     console.print(t)
-
-
-def fail(message: str, code: str) -> None:
-    """Print one error line and exit with the named code."""
-    click.echo(f"kmsbox: error: {message}", err=True)
-    sys.exit(EXIT_CODES[code])

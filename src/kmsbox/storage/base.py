@@ -9,7 +9,6 @@ losing an update.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
@@ -291,9 +290,3 @@ class StorageBackend(Protocol):
     def close(self) -> None:
         """Close connections."""
         ...
-
-
-def chunks(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
-    """Split a sequence into slices of at most ``size`` items."""
-    for start in range(0, len(items), size):
-        yield items[start : start + size]

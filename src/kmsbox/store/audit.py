@@ -15,7 +15,6 @@ from typing import Any
 
 from kmsbox import format as fmt
 from kmsbox._crypto import constant_time_equal, hmac_sha256
-from kmsbox.errors import ConfigError
 from kmsbox.storage.base import AuditFilter, AuditRow, StorageBackend, Transaction
 
 __all__ = ["ACTIONS", "RESULTS", "AuditEvent", "AuditLog", "AuditVerification", "Checkpoint"]
@@ -260,10 +259,3 @@ class AuditLog:
         if not checkpoint_seen and checkpoint is not None:
             problems.append(f"event {checkpoint.seq} from the checkpoint is gone: the log was truncated")
         return AuditVerification(not problems, checked, head_seq, problems)
-
-
-def parse_actions(value: str | None) -> str | None:
-    """Validate an action filter."""
-    if value is not None and value not in ACTIONS:
-        raise ConfigError(f"unknown audit action {value!r}; one of {', '.join(ACTIONS)}")
-    return value

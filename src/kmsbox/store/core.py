@@ -8,8 +8,10 @@ import time
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, TypeVar
 
+from kmsbox._crypto import Aead
 from kmsbox.errors import ConflictError
-from kmsbox.storage.base import NamespaceKeyRow, StorageBackend, Transaction
+from kmsbox.keys import seal_secret
+from kmsbox.storage.base import NamespaceKeyRow, SecretRow, SecretVersionRow, StorageBackend, Transaction
 from kmsbox.store.context import current_actor, current_request
 from kmsbox.store.keyring import AUDIT_NAMESPACE, NamespaceKeyring
 from kmsbox.store.names import validate_namespace
@@ -52,6 +54,36 @@ class StoreCore:
                 time.sleep(delay)
                 delay = min(delay * 2, 0.1)
         raise AssertionError("unreachable")
+
+    def _write_version(
+        self,
+        tx: Transaction,
+        existing: SecretRow | None,
+        fresh: SecretRow,
+        payload: bytes,
+        namespace_key: tuple[int, Aead],
+        now: float,
+    ) -> tuple[SecretRow, str]:
+        """Seal ``payload`` as the next version of a secret inside ``tx``.
+
+        ``existing`` is the locked current row (its metadata already updated by the
+        caller) or None, when ``fresh`` (version 1) is inserted. Returns the row
+        written and the audit action, ``create`` or ``update``.
+        """
+        nk_version, nk = namespace_key
+        row = fresh if existing is None else existing
+        version = 1 if existing is None else existing.version + 1
+        blob = seal_secret(nk, nk_version, row.namespace, row.name, version, payload)
+        if existing is None:
+            tx.insert_secret(row)
+            action = "create"
+        else:
+            expected = row.row_version
+            row.version, row.updated_at, row.row_version = version, now, row.row_version + 1
+            tx.update_secret(row, expected)
+            action = "update"
+        tx.insert_version(SecretVersionRow(row.namespace, row.name, version, blob, nk_version, now))
+        return row, action
 
     def namespaces(self) -> list[str]:
         """Every namespace that has a key."""

@@ -14,8 +14,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, TypeVar
 
-from kmsbox.keys import seal_secret
-from kmsbox.storage.base import SecretRow, SecretVersionRow, Transaction
+from kmsbox.storage.base import SecretRow, Transaction
 from kmsbox.store.core import StoreCore
 from kmsbox.store.jobs import JobReport, Progress
 from kmsbox.store.names import validate_name, validate_namespace
@@ -152,24 +151,15 @@ class ImportMixin(StoreCore):
                         continue
                     if row is not None and on_conflict == "fail":
                         raise ValueError(f"secret {name!r} already exists in {ns!r}")
-                    version = 1 if row is None else row.version + 1
-                    blob = seal_secret(nk, nk_version, ns, name, version, payload)
-                    if row is None:
-                        tx.insert_secret(
-                            SecretRow(ns, name, 1, "active", now, now, None, category, None, dict(clean_labels))
-                        )
-                    else:
-                        expected = row.row_version
-                        row.version, row.updated_at, row.row_version = version, now, row.row_version + 1
-                        tx.update_secret(row, expected)
-                    tx.insert_version(SecretVersionRow(ns, name, version, blob, nk_version, now))
+                    fresh = SecretRow(ns, name, 1, "active", now, now, None, category, None, dict(clean_labels))
+                    written_row, _ = self._write_version(tx, row, fresh, payload, (nk_version, nk), now)
                     self.audit.append(
                         tx,
                         action="import",
                         result="success",
                         namespace=ns,
                         name=name,
-                        secret_version=version,
+                        secret_version=written_row.version,
                         actor=who,
                         context=req,
                         detail={"source": source},

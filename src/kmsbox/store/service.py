@@ -25,8 +25,8 @@ from kmsbox.errors import (
     SecretNotFound,
 )
 from kmsbox.kek import KekProvider
-from kmsbox.keys import KeyCache, open_secret, seal_secret
-from kmsbox.storage.base import AuditFilter, SecretRow, SecretVersionRow, StorageBackend, Transaction
+from kmsbox.keys import KeyCache, open_secret
+from kmsbox.storage.base import AuditFilter, SecretRow, StorageBackend, Transaction
 from kmsbox.store.audit import AuditEvent, AuditLog, AuditVerification, Checkpoint
 from kmsbox.store.context import audit_context, current_namespace, namespace_block
 from kmsbox.store.diagnosis import DiagnosisMixin
@@ -165,9 +165,12 @@ class SecretStore(DiagnosisMixin, ImportMixin):
     # --- plumbing -----------------------------------------------------------------------
 
     def _audit_key(self) -> bytes:
-        self.keyring.ensure(AUDIT_NAMESPACE)
         with self.backend.read() as tx:
             rows = tx.namespace_keys(AUDIT_NAMESPACE)
+        if not rows:  # a new store: create the key, then read what won a concurrent race
+            self.keyring.ensure(AUDIT_NAMESPACE)
+            with self.backend.read() as tx:
+                rows = tx.namespace_keys(AUDIT_NAMESPACE)
         return self.keyring.unwrap_bytes(rows[0])
 
     def _namespace(self, namespace: str | None) -> str:
@@ -219,47 +222,26 @@ class SecretStore(DiagnosisMixin, ImportMixin):
 
         def op(tx: Transaction) -> SecretInfo:
             nk_version, nk = self.keyring.active(tx, ns)
-            row = tx.get_secret(ns, name, for_update=True)
-            version = 1 if row is None else row.version + 1
-            blob = seal_secret(nk, nk_version, ns, name, version, payload)
-            if row is None:
-                row = SecretRow(
-                    ns,
-                    name,
-                    1,
-                    "active",
-                    now,
-                    now,
-                    expires_at,
-                    category,
-                    description,
-                    clean_labels or {},
-                )
-                tx.insert_secret(row)
-                action = "create"
-            else:
-                expected = row.row_version
-                row.version = version
-                row.updated_at = now
-                row.row_version += 1
+            existing = tx.get_secret(ns, name, for_update=True)
+            if existing is not None:
+                # Metadata not given keeps its previous value.
                 if expires is not None:
-                    row.expires_at = expires_at
+                    existing.expires_at = expires_at
                 if category is not None:
-                    row.category = category
+                    existing.category = category
                 if description is not None:
-                    row.description = description
+                    existing.description = description
                 if clean_labels is not None:
-                    row.labels = clean_labels
-                tx.update_secret(row, expected)
-                action = "update"
-            tx.insert_version(SecretVersionRow(ns, name, version, blob, nk_version, now))
+                    existing.labels = clean_labels
+            fresh = SecretRow(ns, name, 1, "active", now, now, expires_at, category, description, clean_labels or {})
+            row, action = self._write_version(tx, existing, fresh, payload, (nk_version, nk), now)
             self.audit.append(
                 tx,
                 action=action,
                 result="success",
                 namespace=ns,
                 name=name,
-                secret_version=version,
+                secret_version=row.version,
                 actor=who,
                 context=req,
                 detail={"namespace_key_version": nk_version},
