@@ -13,6 +13,7 @@ from typing import Any
 
 from kmsbox import format as fmt
 from kmsbox.store.service import SecretStore
+from kmsbox.testing.tamper import stored_blobs
 
 ENV_KEK_VAR = "KMSBOX_LIFECYCLE_KEK"
 
@@ -49,11 +50,7 @@ def read_all(store: SecretStore, expected: Mapping[tuple[str, str], str]) -> Non
 
 def secret_blobs(db_path: Path) -> Blobs:
     """Every stored secret version's blob, read straight from the SQLite file."""
-    with closing(sqlite3.connect(db_path)) as conn:
-        rows = conn.execute(
-            "SELECT namespace, name, version, blob, namespace_key_version FROM kmsbox_secret_versions"
-        ).fetchall()
-    return {(r[0], r[1], int(r[2])): (bytes(r[3]), int(r[4])) for r in rows}
+    return stored_blobs(db_path)
 
 
 def value_tail(blob: bytes) -> bytes:

@@ -6,9 +6,7 @@ from __future__ import annotations
 
 import json
 import shutil
-import sqlite3
 from collections.abc import Callable
-from contextlib import closing
 from pathlib import Path
 
 import pytest
@@ -19,6 +17,7 @@ from kmsbox.errors import IntegrityError, SecretNotFound
 from kmsbox.providers.local import add_keyring_version, remove_keyring_version
 from kmsbox.store.diagnosis import DiagnosisReport
 from kmsbox.store.service import SecretStore
+from kmsbox.testing.tamper import stored_blobs_of, write_blob
 
 Opener = Callable[..., SecretStore]
 DEK_OFFSET = 8 + 4 + 12  # header, header CRC, DEK nonce (see format.py)
@@ -64,15 +63,10 @@ def _lose_kek_version_under(open_store: Opener, keyring: Keyring, lost_ns: str) 
 
 
 def _flip(db_path: Path, ns: str, name: str, offset: int) -> None:
-    with closing(sqlite3.connect(db_path)) as conn, conn:
-        (blob,) = conn.execute(
-            "SELECT blob FROM kmsbox_secret_versions WHERE namespace = ? AND name = ?", (ns, name)
-        ).fetchone()
-        blob = bytearray(blob)
-        blob[offset] ^= 0x01
-        conn.execute(
-            "UPDATE kmsbox_secret_versions SET blob = ? WHERE namespace = ? AND name = ?", (bytes(blob), ns, name)
-        )
+    (version, blob), *_ = sorted(stored_blobs_of(db_path, ns, name).items(), reverse=True)
+    flipped = bytearray(blob)
+    flipped[offset] ^= 0x01
+    write_blob(db_path, ns, name, version, bytes(flipped))
 
 
 def test_a_healthy_store_has_no_issues(open_store: Opener) -> None:
@@ -213,11 +207,7 @@ def test_a_corrupted_wrapped_dek_is_found_and_its_secret_deleted_on_confirmation
     store.put("s00002", "second version", namespace="app")  # the corrupt row will be its current version
     del expected[("app", "s00002")]
     _flip(db_path, "app", "s00003", DEK_OFFSET + 5)
-    with closing(sqlite3.connect(db_path)) as conn, conn:
-        conn.execute(
-            "UPDATE kmsbox_secret_versions SET blob = ? WHERE namespace = 'app' AND name = 's00002' AND version = 1",
-            (b"KB\x01garbage",),
-        )
+    write_blob(db_path, "app", "s00002", 1, b"KB\x01garbage")
     del expected[("app", "s00003")]
 
     report = store.diagnose("app")

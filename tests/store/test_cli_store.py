@@ -21,6 +21,7 @@ from click.testing import CliRunner, Result
 import kmsbox
 from kmsbox.cli import get_cli
 from kmsbox.cli.output import EXIT_CODES
+from kmsbox.testing.tamper import read_blob, write_blob
 
 Invoke = Callable[..., Result]
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "cli.md"
@@ -347,9 +348,8 @@ def test_corrupted_and_unreadable_secrets_have_their_exit_codes(
     run: Invoke, db_path: Path, cli_env: str, kek_uri: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     _ok(run("put", "ns", "s", input="v"))
-    with closing(sqlite3.connect(db_path, isolation_level=None)) as conn:
-        (blob,) = conn.execute("SELECT blob FROM kmsbox_secret_versions").fetchone()
-        conn.execute("UPDATE kmsbox_secret_versions SET blob = ?", (blob[:-1] + bytes([blob[-1] ^ 1]),))
+    blob = read_blob(db_path, "ns", "s", 1)
+    write_blob(db_path, "ns", "s", 1, blob[:-1] + bytes([blob[-1] ^ 1]))
     _one_error_line(run("get", "ns", "s"), "integrity")
     failures = _json(run("--json", "audit", "list", "--result", "failure"))["events"]
     assert [(e["name"], e["detail"]["reason"]) for e in failures] == [("s", "integrity")]

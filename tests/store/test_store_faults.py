@@ -22,6 +22,7 @@ from kmsbox.store.audit import Checkpoint
 from kmsbox.store.names import MAX_NAME, MAX_NAMESPACE, NAME_PATTERN, NAMESPACE_PATTERN
 from kmsbox.store.service import SecretStore
 from kmsbox.testing.counting import CountingKek
+from kmsbox.testing.tamper import read_blob, write_blob
 
 Opener = Callable[..., SecretStore]
 
@@ -36,26 +37,15 @@ def _sql(path: Path, statement: str, params: tuple[object, ...] = ()) -> list[tu
 
 
 def _blob(path: Path, namespace: str, name: str, version: int) -> bytes:
-    rows = _sql(
-        path,
-        "SELECT blob FROM kmsbox_secret_versions WHERE namespace = ? AND name = ? AND version = ?",
-        (namespace, name, version),
-    )
-    blob = rows[0][0]
-    assert isinstance(blob, bytes)
-    return blob
+    return read_blob(path, namespace, name, version)
 
 
 def _set_blob(path: Path, namespace: str, name: str, version: int, blob: bytes) -> None:
-    _sql(
-        path,
-        "UPDATE kmsbox_secret_versions SET blob = ? WHERE namespace = ? AND name = ? AND version = ?",
-        (blob, namespace, name, version),
-    )
+    write_blob(path, namespace, name, version, blob)
 
 
 def _table_counts(path: Path) -> dict[str, int]:
-    tables = ("kmsbox_secrets", "kmsbox_secret_versions", "kmsbox_namespace_keys", "kmsbox_audit_events")
+    tables = ("kmsbox_secrets", "kmsbox_secret_history", "kmsbox_namespace_keys", "kmsbox_audit_events")
     return {t: int(_sql(path, f"SELECT COUNT(*) FROM {t}")[0][0]) for t in tables}  # type: ignore[call-overload]
 
 

@@ -111,7 +111,7 @@ def test_tables_live_in_the_url_schema(pg: StorageBackend, postgres_url: str, ad
     rows = admin.execute(
         "SELECT table_name FROM information_schema.tables WHERE table_schema = %s ORDER BY table_name", (schema,)
     ).fetchall()
-    assert {r[0] for r in rows} >= {"kmsbox_meta", "kmsbox_secrets", "kmsbox_secret_versions", "kmsbox_audit_head"}
+    assert {r[0] for r in rows} >= {"kmsbox_meta", "kmsbox_secrets", "kmsbox_secret_history", "kmsbox_audit_head"}
     assert pg.describe()["schema"] == schema
     assert schema in pg.describe()["location"]
 

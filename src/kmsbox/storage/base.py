@@ -131,12 +131,14 @@ class Transaction(Protocol):
         """The metadata row and one version (the latest when ``version`` is None)."""
         ...
 
-    def insert_secret(self, row: SecretRow) -> None:
-        """Insert a new secret; ConflictError if it exists."""
+    def insert_secret(self, row: SecretRow, current: SecretVersionRow | None = None) -> None:
+        """Insert a new secret, and ``current`` (its version ``row.version``) with it when
+        given; ConflictError if it exists."""
         ...
 
-    def update_secret(self, row: SecretRow, expected_row_version: int) -> None:
-        """Compare-and-set update; ConflictError if ``row_version`` moved on."""
+    def update_secret(self, row: SecretRow, expected_row_version: int, current: SecretVersionRow | None = None) -> None:
+        """Compare-and-set update; ConflictError if ``row_version`` moved on. ``current``,
+        when given, is the new version ``row.version``, stored in the same write."""
         ...
 
     def delete_secret(self, namespace: str, name: str) -> int:

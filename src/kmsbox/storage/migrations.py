@@ -2,15 +2,18 @@
 
 Each entry is applied once, in order, inside a transaction; the applied version
 is recorded in ``kmsbox_meta``. Type names are dialect placeholders:
-``{blob}``, ``{real}`` and ``{bigint}``. Append new migrations; never edit one
-that has shipped.
+``{blob}``, ``{real}``, ``{bigint}`` and ``{without_rowid}`` (a table option
+only SQLite has). A ``(dialect, statement)`` pair runs on that dialect only.
+Append new migrations; never edit one that has shipped.
 """
 
 from __future__ import annotations
 
-__all__ = ["MIGRATIONS", "SCHEMA_VERSION"]
+__all__ = ["MIGRATIONS", "SCHEMA_VERSION", "Statement"]
 
-MIGRATIONS: list[list[str]] = [
+Statement = str | tuple[str, str]
+
+MIGRATIONS: list[list[Statement]] = [
     # 1: secrets, versions, namespace keys, audit chain, jobs
     [
         """CREATE TABLE kmsbox_secrets (
@@ -83,6 +86,59 @@ MIGRATIONS: list[list[str]] = [
             state TEXT NOT NULL,
             updated_at {real} NOT NULL
         )""",
+    ],
+    # 2: the current version's envelope lives in its secret's row (a put writes one
+    # row, a get reads one); older versions move to kmsbox_secret_history. On SQLite
+    # both are clustered on their primary key (WITHOUT ROWID) and carry no secondary
+    # index, so a write dirties one page per table instead of two or three.
+    [
+        """CREATE TABLE kmsbox_secrets_v2 (
+            namespace TEXT NOT NULL,
+            name TEXT NOT NULL,
+            version {bigint} NOT NULL,
+            status TEXT NOT NULL,
+            created_at {real} NOT NULL,
+            updated_at {real} NOT NULL,
+            expires_at {real},
+            category TEXT,
+            description TEXT,
+            labels TEXT NOT NULL,
+            access_count {bigint} NOT NULL DEFAULT 0,
+            last_accessed_at {real},
+            row_version {bigint} NOT NULL,
+            namespace_key_version {bigint},
+            version_created_at {real},
+            blob {blob},
+            PRIMARY KEY (namespace, name)
+        ){without_rowid}""",
+        """INSERT INTO kmsbox_secrets_v2 SELECT s.namespace, s.name, s.version, s.status, s.created_at,
+            s.updated_at, s.expires_at, s.category, s.description, s.labels, s.access_count,
+            s.last_accessed_at, s.row_version, v.namespace_key_version, v.created_at, v.blob
+            FROM kmsbox_secrets s LEFT JOIN kmsbox_secret_versions v
+            ON v.namespace = s.namespace AND v.name = s.name AND v.version = s.version""",
+        """CREATE TABLE kmsbox_secret_history (
+            namespace TEXT NOT NULL,
+            name TEXT NOT NULL,
+            version {bigint} NOT NULL,
+            namespace_key_version {bigint} NOT NULL,
+            created_at {real} NOT NULL,
+            blob {blob} NOT NULL,
+            PRIMARY KEY (namespace, name, version)
+        ){without_rowid}""",
+        """INSERT INTO kmsbox_secret_history SELECT v.namespace, v.name, v.version, v.namespace_key_version,
+            v.created_at, v.blob FROM kmsbox_secret_versions v WHERE NOT EXISTS (
+                SELECT 1 FROM kmsbox_secrets s
+                WHERE s.namespace = v.namespace AND s.name = v.name AND s.version = v.version)""",
+        "DROP TABLE kmsbox_secret_versions",
+        "DROP TABLE kmsbox_secrets",
+        "ALTER TABLE kmsbox_secrets_v2 RENAME TO kmsbox_secrets",
+        "CREATE INDEX kmsbox_secrets_expiry ON kmsbox_secrets (expires_at) WHERE expires_at IS NOT NULL",
+        # PostgreSQL keeps an index for rotation jobs; SQLite's jobs walk the primary key.
+        (
+            "postgres",
+            "CREATE INDEX kmsbox_history_by_key ON kmsbox_secret_history "
+            "(namespace, namespace_key_version, name, version)",
+        ),
     ],
 ]
 

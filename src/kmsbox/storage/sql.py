@@ -35,6 +35,9 @@ _SECRET_COLUMNS = (
 )
 _SECRET_COLUMNS_S = ", ".join(f"s.{c.strip()}" for c in _SECRET_COLUMNS.split(","))
 _VERSION_META = "namespace, name, version, namespace_key_version, created_at"
+_CURRENT_META = "namespace, name, version, namespace_key_version, version_created_at"
+# Last, so that metadata reads never walk a large value's overflow pages.
+_CURRENT_COLUMNS = "namespace_key_version, version_created_at, blob"
 _AUDIT_COLUMNS = (
     "seq, time, namespace, name, secret_version, action, result, actor, context, detail, audit_key_version, mac"
 )
@@ -50,6 +53,7 @@ class Dialect:
     real: str = "REAL"
     bigint: str = "INTEGER"
     empty_blob: str = "X''"
+    without_rowid: str = ""
     for_update: str = ""
     is_conflict: Callable[[BaseException], bool] = field(default=lambda exc: False)
     _cache: dict[str, str] = field(default_factory=dict, compare=False, repr=False)
@@ -64,7 +68,13 @@ class Dialect:
 
     def ddl(self, text: str) -> str:
         """Fill the type placeholders of a migration statement."""
-        return text.format(blob=self.blob, real=self.real, bigint=self.bigint, empty_blob=self.empty_blob)
+        return text.format(
+            blob=self.blob,
+            real=self.real,
+            bigint=self.bigint,
+            empty_blob=self.empty_blob,
+            without_rowid=self.without_rowid,
+        )
 
 
 def _secret(row: Any) -> SecretRow:
@@ -83,6 +93,19 @@ def _secret(row: Any) -> SecretRow:
         last_accessed_at=None if row[11] is None else float(row[11]),
         row_version=int(row[12]),
     )
+
+
+def _labels_json(labels: dict[str, str]) -> str:
+    return json.dumps(labels, sort_keys=True) if labels else "{}"
+
+
+def _check_current(row: SecretRow, current: SecretVersionRow | None) -> None:
+    if current is not None and (current.namespace, current.name, current.version) != (
+        row.namespace,
+        row.name,
+        row.version,
+    ):
+        raise ValueError("current must be the version the secret row points at")
 
 
 def _version(row: Any, blob: Any = b"") -> SecretVersionRow:
@@ -126,6 +149,10 @@ class SqlTransaction:
             raise
 
     # --- secrets -----------------------------------------------------------------------
+    #
+    # A secret's current version is stored in its own row (namespace_key_version,
+    # version_created_at, blob; NULL when it has none), older versions in
+    # kmsbox_secret_history. The methods below present both as one set of versions.
 
     def get_secret(self, namespace: str, name: str, *, for_update: bool = False) -> SecretRow | None:
         """The metadata row, locked when asked (where the engine has row locks)."""
@@ -138,27 +165,35 @@ class SqlTransaction:
     def get_secret_with_blob(
         self, namespace: str, name: str, version: int | None
     ) -> tuple[SecretRow, SecretVersionRow | None] | None:
-        """Metadata and one version in one statement."""
-        cols = _SECRET_COLUMNS_S
-        version_expr = "s.version" if version is None else "?"
-        params: tuple[Any, ...] = (namespace, name) if version is None else (version, namespace, name)
+        """Metadata and one version: one statement for the current version."""
         row = self._q(
-            f"SELECT {cols}, v.namespace_key_version, v.created_at, v.blob, v.version FROM kmsbox_secrets s "
-            f"LEFT JOIN kmsbox_secret_versions v ON v.namespace = s.namespace AND v.name = s.name "
-            f"AND v.version = {version_expr} WHERE s.namespace = ? AND s.name = ?",
-            params,
+            f"SELECT {_SECRET_COLUMNS}, {_CURRENT_COLUMNS} FROM kmsbox_secrets WHERE namespace = ? AND name = ?",
+            (namespace, name),
         ).fetchone()
         if row is None:
             return None
-        secret = _secret(row[:13])
-        if row[15] is None:
+        secret = _secret(row)
+        if version is None or version == secret.version:
+            if row[15] is None:
+                return secret, None
+            return secret, SecretVersionRow(
+                namespace, name, secret.version, bytes(row[15]), int(row[13]), float(row[14])
+            )
+        old = self._q(
+            "SELECT namespace_key_version, created_at, blob FROM kmsbox_secret_history "
+            "WHERE namespace = ? AND name = ? AND version = ?",
+            (namespace, name, version),
+        ).fetchone()
+        if old is None:
             return secret, None
-        return secret, SecretVersionRow(namespace, name, int(row[16]), bytes(row[15]), int(row[13]), float(row[14]))
+        return secret, SecretVersionRow(namespace, name, version, bytes(old[2]), int(old[0]), float(old[1]))
 
-    def insert_secret(self, row: SecretRow) -> None:
-        """Insert a new secret row."""
+    def insert_secret(self, row: SecretRow, current: SecretVersionRow | None = None) -> None:
+        """Insert a new secret row, with its current version when given (one statement)."""
+        _check_current(row, current)
         self._insert(
-            f"INSERT INTO kmsbox_secrets ({_SECRET_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            f"INSERT INTO kmsbox_secrets ({_SECRET_COLUMNS}, {_CURRENT_COLUMNS}) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 row.namespace,
                 row.name,
@@ -169,43 +204,97 @@ class SqlTransaction:
                 row.expires_at,
                 row.category,
                 row.description,
-                json.dumps(row.labels, sort_keys=True),
+                _labels_json(row.labels),
                 row.access_count,
                 row.last_accessed_at,
                 row.row_version,
+                None if current is None else current.namespace_key_version,
+                None if current is None else current.created_at,
+                None if current is None else current.blob,
             ),
             "secret",
         )
 
-    def update_secret(self, row: SecretRow, expected_row_version: int) -> None:
-        """Compare-and-set on ``row_version``."""
-        cur = self._q(
-            # access_count and last_accessed_at are written only by record_access, so a
-            # concurrent read's count is never overwritten by a stale row.
-            "UPDATE kmsbox_secrets SET version = ?, status = ?, updated_at = ?, expires_at = ?, category = ?, "
-            "description = ?, labels = ?, row_version = ? "
-            "WHERE namespace = ? AND name = ? AND row_version = ?",
-            (
-                row.version,
-                row.status,
-                row.updated_at,
-                row.expires_at,
-                row.category,
-                row.description,
-                json.dumps(row.labels, sort_keys=True),
-                row.row_version,
-                row.namespace,
-                row.name,
-                expected_row_version,
-            ),
+    def update_secret(self, row: SecretRow, expected_row_version: int, current: SecretVersionRow | None = None) -> None:
+        """Compare-and-set on ``row_version``.
+
+        When ``row.version`` changes, the stored current version moves to the history;
+        ``current`` (the envelope of ``row.version``) then takes its place.
+        """
+        _check_current(row, current)
+        key = (row.namespace, row.name)
+        # Runs before the update, so it sees the old version; a no-op when it is unchanged.
+        self._insert(
+            "INSERT INTO kmsbox_secret_history (namespace, name, version, namespace_key_version, created_at, blob) "
+            "SELECT namespace, name, version, namespace_key_version, version_created_at, blob FROM kmsbox_secrets "
+            "WHERE namespace = ? AND name = ? AND row_version = ? AND version <> ? AND blob IS NOT NULL",
+            (*key, expected_row_version, row.version),
+            "secret version",
         )
+        meta = (
+            row.version,
+            row.status,
+            row.updated_at,
+            row.expires_at,
+            row.category,
+            row.description,
+            _labels_json(row.labels),
+            row.row_version,
+        )
+        # access_count and last_accessed_at are written only by record_access, so a
+        # concurrent read's count is never overwritten by a stale row.
+        set_meta = (
+            "version = ?, status = ?, updated_at = ?, expires_at = ?, category = ?, description = ?, labels = ?, "
+            "row_version = ?"
+        )
+        if current is not None:
+            cur = self._q(
+                f"UPDATE kmsbox_secrets SET {set_meta}, namespace_key_version = ?, version_created_at = ?, blob = ? "
+                "WHERE namespace = ? AND name = ? AND row_version = ?",
+                (*meta, current.namespace_key_version, current.created_at, current.blob, *key, expected_row_version),
+            )
+        else:
+            # SET expressions read the old row: the envelope stays only if the version does.
+            cur = self._q(
+                f"UPDATE kmsbox_secrets SET {set_meta}, "
+                "namespace_key_version = CASE WHEN version = ? THEN namespace_key_version END, "
+                "version_created_at = CASE WHEN version = ? THEN version_created_at END, "
+                "blob = CASE WHEN version = ? THEN blob END "
+                "WHERE namespace = ? AND name = ? AND row_version = ?",
+                (*meta, row.version, row.version, row.version, *key, expected_row_version),
+            )
         if cur.rowcount != 1:
             raise ConflictError(f"secret {row.namespace}/{row.name} was changed by another writer")
+        if current is None:
+            self._promote_from_history(*key)
+
+    def _promote_from_history(self, namespace: str, name: str) -> None:
+        # A version set back to one kept in the history becomes current again.
+        found = self._q(
+            "SELECT h.namespace_key_version, h.created_at, h.blob, h.version FROM kmsbox_secret_history h "
+            "JOIN kmsbox_secrets s ON s.namespace = h.namespace AND s.name = h.name AND s.version = h.version "
+            "WHERE s.namespace = ? AND s.name = ? AND s.blob IS NULL",
+            (namespace, name),
+        ).fetchone()
+        if found is None:
+            return
+        self._q(
+            "UPDATE kmsbox_secrets SET namespace_key_version = ?, version_created_at = ?, blob = ? "
+            "WHERE namespace = ? AND name = ?",
+            (found[0], found[1], found[2], namespace, name),
+        )
+        self._q(
+            "DELETE FROM kmsbox_secret_history WHERE namespace = ? AND name = ? AND version = ?",
+            (namespace, name, found[3]),
+        )
 
     def delete_secret(self, namespace: str, name: str) -> int:
-        """Delete a secret and its versions."""
+        """Delete a secret and its versions; the number of versions removed."""
         count = self._q(
-            "DELETE FROM kmsbox_secret_versions WHERE namespace = ? AND name = ?", (namespace, name)
+            "DELETE FROM kmsbox_secret_history WHERE namespace = ? AND name = ?", (namespace, name)
+        ).rowcount
+        count += self._q(
+            "DELETE FROM kmsbox_secrets WHERE namespace = ? AND name = ? AND blob IS NOT NULL", (namespace, name)
         ).rowcount
         self._q("DELETE FROM kmsbox_secrets WHERE namespace = ? AND name = ?", (namespace, name))
         return int(count)
@@ -213,25 +302,44 @@ class SqlTransaction:
     def delete_version(self, namespace: str, name: str, version: int) -> bool:
         """Delete one version of a secret (repair of an unrecoverable one)."""
         cur = self._q(
-            "DELETE FROM kmsbox_secret_versions WHERE namespace = ? AND name = ? AND version = ?",
+            "DELETE FROM kmsbox_secret_history WHERE namespace = ? AND name = ? AND version = ?",
+            (namespace, name, version),
+        )
+        if cur.rowcount == 1:
+            return True
+        cur = self._q(
+            "UPDATE kmsbox_secrets SET namespace_key_version = NULL, version_created_at = NULL, blob = NULL "
+            "WHERE namespace = ? AND name = ? AND version = ? AND blob IS NOT NULL",
             (namespace, name, version),
         )
         return bool(cur.rowcount == 1)
 
     def insert_version(self, row: SecretVersionRow) -> None:
-        """Insert one secret version."""
+        """Store one secret version: in its secret's row if it is the current one, else in the history."""
+        key = (row.namespace, row.name, row.version)
+        cur = self._q(
+            "UPDATE kmsbox_secrets SET namespace_key_version = ?, version_created_at = ?, blob = ? "
+            "WHERE namespace = ? AND name = ? AND version = ? AND blob IS NULL",
+            (row.namespace_key_version, row.created_at, row.blob, *key),
+        )
+        if cur.rowcount == 1:
+            return
+        if self._q("SELECT 1 FROM kmsbox_secrets WHERE namespace = ? AND name = ? AND version = ?", key).fetchone():
+            raise ConflictError("secret version already exists")
         self._insert(
-            "INSERT INTO kmsbox_secret_versions (namespace, name, version, blob, namespace_key_version, created_at) "
+            "INSERT INTO kmsbox_secret_history (namespace, name, version, namespace_key_version, created_at, blob) "
             "VALUES (?, ?, ?, ?, ?, ?)",
-            (row.namespace, row.name, row.version, row.blob, row.namespace_key_version, row.created_at),
+            (*key, row.namespace_key_version, row.created_at, row.blob),
             "secret version",
         )
 
     def list_versions(self, namespace: str, name: str) -> list[SecretVersionRow]:
         """Every version's metadata (no blob), oldest first."""
         rows = self._q(
-            f"SELECT {_VERSION_META} FROM kmsbox_secret_versions WHERE namespace = ? AND name = ? ORDER BY version",
-            (namespace, name),
+            f"SELECT {_VERSION_META} FROM kmsbox_secret_history WHERE namespace = ? AND name = ? "
+            f"UNION ALL SELECT {_CURRENT_META} FROM kmsbox_secrets "
+            "WHERE namespace = ? AND name = ? AND blob IS NOT NULL ORDER BY 3",
+            (namespace, name, namespace, name),
         ).fetchall()
         return [_version(r) for r in rows]
 
@@ -245,12 +353,16 @@ class SqlTransaction:
         expected_namespace_key_version: int,
     ) -> bool:
         """Compare-and-set a version's blob on its namespace-key version."""
-        cur = self._q(
-            "UPDATE kmsbox_secret_versions SET blob = ?, namespace_key_version = ? "
-            "WHERE namespace = ? AND name = ? AND version = ? AND namespace_key_version = ?",
-            (blob, namespace_key_version, namespace, name, version, expected_namespace_key_version),
-        )
-        return bool(cur.rowcount == 1)
+        params = (blob, namespace_key_version, namespace, name, version, expected_namespace_key_version)
+        for table in ("kmsbox_secrets", "kmsbox_secret_history"):  # most versions are current ones
+            cur = self._q(
+                f"UPDATE {table} SET blob = ?, namespace_key_version = ? "
+                "WHERE namespace = ? AND name = ? AND version = ? AND namespace_key_version = ?",
+                params,
+            )
+            if cur.rowcount == 1:
+                return True
+        return False
 
     def record_access(self, namespace: str, name: str, count: int, at: float) -> None:
         """Count reads."""
@@ -304,33 +416,37 @@ class SqlTransaction:
     def versions_under_key(
         self, namespace: str, namespace_key_version: int, after: tuple[str, int] | None, limit: int
     ) -> list[SecretVersionRow]:
-        """A batch of versions under one namespace-key version, with blobs."""
-        name, version = after or ("", 0)
-        rows = self._q(
-            f"SELECT {_VERSION_META}, blob FROM kmsbox_secret_versions WHERE namespace = ? AND namespace_key_version = ? "
-            "AND (name > ? OR (name = ? AND version > ?)) ORDER BY name, version LIMIT ?",
-            (namespace, namespace_key_version, name, name, version, limit),
-        ).fetchall()
-        return [_version(r, r[5]) for r in rows]
+        """A batch of versions under one namespace-key version, with blobs, by (name, version)."""
+        return self._versions_after(namespace, after, limit, " AND namespace_key_version = ?", (namespace_key_version,))
 
     def versions_in_namespace(
         self, namespace: str, after: tuple[str, int] | None, limit: int
     ) -> list[SecretVersionRow]:
-        """A batch of every version of a namespace, with blobs."""
+        """A batch of every version of a namespace, with blobs, by (name, version)."""
+        return self._versions_after(namespace, after, limit, "", ())
+
+    def _versions_after(
+        self, namespace: str, after: tuple[str, int] | None, limit: int, extra: str, extra_params: tuple[Any, ...]
+    ) -> list[SecretVersionRow]:
         name, version = after or ("", 0)
+        # A row-value bound lets both engines seek to the cursor instead of scanning up to it.
+        where = f"namespace = ?{extra} AND (name, version) > (?, ?)"
+        params = (namespace, *extra_params, name, version)
         rows = self._q(
-            f"SELECT {_VERSION_META}, blob FROM kmsbox_secret_versions WHERE namespace = ? "
-            "AND (name > ? OR (name = ? AND version > ?)) ORDER BY name, version LIMIT ?",
-            (namespace, name, name, version, limit),
+            f"SELECT {_VERSION_META}, blob FROM kmsbox_secret_history WHERE {where} "
+            f"UNION ALL SELECT {_CURRENT_META}, blob FROM kmsbox_secrets WHERE {where} AND blob IS NOT NULL "
+            "ORDER BY 2, 3 LIMIT ?",
+            (*params, *params, limit),
         ).fetchall()
         return [_version(r, r[5]) for r in rows]
 
     def count_versions_by_key(self, namespace: str) -> dict[int, int]:
         """Versions per namespace-key version."""
         rows = self._q(
-            "SELECT namespace_key_version, COUNT(*) FROM kmsbox_secret_versions WHERE namespace = ? "
-            "GROUP BY namespace_key_version",
-            (namespace,),
+            "SELECT k, COUNT(*) FROM (SELECT namespace_key_version AS k FROM kmsbox_secret_history "
+            "WHERE namespace = ? UNION ALL SELECT namespace_key_version FROM kmsbox_secrets "
+            "WHERE namespace = ? AND blob IS NOT NULL) AS v GROUP BY k",
+            (namespace, namespace),
         ).fetchall()
         return {int(r[0]): int(r[1]) for r in rows}
 
@@ -605,6 +721,10 @@ class SqlBackend(ABC):
                 )
             for number in range(current + 1, SCHEMA_VERSION + 1):
                 for statement in MIGRATIONS[number - 1]:
+                    if isinstance(statement, tuple):
+                        only, statement = statement
+                        if only != self.dialect.name:
+                            continue
                     tx._q(self.dialect.ddl(statement))
             if current == 0:
                 tx._q("INSERT INTO kmsbox_meta (key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))

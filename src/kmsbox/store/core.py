@@ -74,16 +74,14 @@ class StoreCore:
         row = fresh if existing is None else existing
         version = 1 if existing is None else existing.version + 1
         blob = seal_secret(nk, nk_version, row.namespace, row.name, version, payload)
+        current = SecretVersionRow(row.namespace, row.name, version, blob, nk_version, now)
         if existing is None:
-            tx.insert_secret(row)
-            action = "create"
-        else:
-            expected = row.row_version
-            row.version, row.updated_at, row.row_version = version, now, row.row_version + 1
-            tx.update_secret(row, expected)
-            action = "update"
-        tx.insert_version(SecretVersionRow(row.namespace, row.name, version, blob, nk_version, now))
-        return row, action
+            tx.insert_secret(row, current)
+            return row, "create"
+        expected = row.row_version
+        row.version, row.updated_at, row.row_version = version, now, row.row_version + 1
+        tx.update_secret(row, expected, current)
+        return row, "update"
 
     def namespaces(self) -> list[str]:
         """Every namespace that has a key."""

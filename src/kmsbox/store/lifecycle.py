@@ -219,11 +219,19 @@ class LifecycleMixin(StoreCore):
         new_key = self.keyring.unwrap_row(target)
         for source in sources:
             old_key = self.keyring.unwrap_row(source)
+            after: tuple[str, int] | None = None
+            moved_this_pass = 0
             while True:
                 with self.backend.read() as tx:
-                    batch = tx.versions_under_key(ns, source.version, None, size)
+                    batch = tx.versions_under_key(ns, source.version, after, size)
                 if not batch:
-                    break
+                    # One more pass from the start catches a version a writer committed
+                    # under the old key behind the cursor (it began before the rotation).
+                    if after is None or not moved_this_pass:
+                        break
+                    after, moved_this_pass = None, 0
+                    continue
+                after = (batch[-1].name, batch[-1].version)
                 updates = [
                     (v, rewrap_secret(v.blob, old_key, new_key, target.version, ns, v.name, v.version)) for v in batch
                 ]
@@ -244,6 +252,7 @@ class LifecycleMixin(StoreCore):
                     return moved
 
                 moved = self._write(op)
+                moved_this_pass += moved
                 report.processed += moved
                 report.remaining = max(0, report.remaining - moved)
                 report.batches += 1

@@ -410,6 +410,81 @@ class StorageBackendConformance:
             assert tx.get_secret(OTHER_NS, "gone") is not None
             assert len(tx.list_versions(OTHER_NS, "gone")) == 1
 
+    def test_insert_with_current_stores_the_version(self, backend: StorageBackend) -> None:
+        secret, first = secret_row(NS, "one"), version_row(NS, "one", 1)
+        with backend.transaction() as tx:
+            tx.insert_secret(secret, first)
+        with backend.read() as tx:
+            assert tx.get_secret_with_blob(NS, "one", None) == (secret, first)
+            assert [v.version for v in tx.list_versions(NS, "one")] == [1]
+            assert tx.count_versions_by_key(NS) == {1: 1}
+
+    def test_update_with_current_keeps_every_older_version(self, backend: StorageBackend) -> None:
+        big = bytes(range(256)) * 4096
+        with backend.transaction() as tx:
+            tx.insert_secret(secret_row(NS, "s"), version_row(NS, "s", 1, blob=big))
+        for version in (2, 3):
+            with backend.transaction() as tx:
+                row = secret_row(NS, "s", version=version, row_version=version, updated_at=T0 + version)
+                tx.update_secret(row, version - 1, version_row(NS, "s", version, namespace_key_version=version))
+        with backend.read() as tx:
+            latest = tx.get_secret_with_blob(NS, "s", None)
+            assert latest is not None and latest[1] == version_row(NS, "s", 3, 3)
+            assert tx.get_secret_with_blob(NS, "s", 1) == (latest[0], version_row(NS, "s", 1, blob=big))
+            assert tx.get_secret_with_blob(NS, "s", 2) == (latest[0], version_row(NS, "s", 2, 2))
+            assert [(v.version, v.namespace_key_version) for v in tx.list_versions(NS, "s")] == [(1, 1), (2, 2), (3, 3)]
+            assert tx.count_versions_by_key(NS) == {1: 1, 2: 1, 3: 1}
+            assert [v.version for v in tx.versions_in_namespace(NS, None, 10)] == [1, 2, 3]
+
+    def test_stale_update_with_current_changes_nothing(self, backend: StorageBackend) -> None:
+        with backend.transaction() as tx:
+            tx.insert_secret(secret_row(NS, "s"), version_row(NS, "s", 1))
+        with pytest.raises(ConflictError), backend.transaction() as tx:
+            tx.update_secret(secret_row(NS, "s", version=2, row_version=3), 2, version_row(NS, "s", 2))
+        with backend.read() as tx:
+            assert tx.get_secret_with_blob(NS, "s", None) == (secret_row(NS, "s"), version_row(NS, "s", 1))
+            assert [v.version for v in tx.list_versions(NS, "s")] == [1]
+
+    def test_current_must_be_the_rows_version(self, backend: StorageBackend) -> None:
+        with pytest.raises(ValueError), backend.transaction() as tx:
+            tx.insert_secret(secret_row(NS, "s"), version_row(NS, "s", 2))
+        with pytest.raises(ValueError), backend.transaction() as tx:
+            tx.insert_secret(secret_row(NS, "s"), version_row(NS, "other", 1))
+        with backend.read() as tx:
+            assert tx.get_secret(NS, "s") is None
+
+    def test_metadata_update_keeps_the_current_version(self, backend: StorageBackend) -> None:
+        self._put(backend, secret_row(NS, "s"), version_row(NS, "s", 1))
+        with backend.transaction() as tx:
+            tx.update_secret(secret_row(NS, "s", status="disabled", row_version=2), 1)
+        with backend.read() as tx:
+            got = tx.get_secret_with_blob(NS, "s", None)
+        assert got == (secret_row(NS, "s", status="disabled", row_version=2), version_row(NS, "s", 1))
+
+    def test_setting_an_older_version_current_again(self, backend: StorageBackend) -> None:
+        self._put(backend, secret_row(NS, "s", version=2), version_row(NS, "s", 1), version_row(NS, "s", 2))
+        with backend.transaction() as tx:
+            tx.update_secret(secret_row(NS, "s", version=1, row_version=2), 1)
+        with backend.read() as tx:
+            assert tx.get_secret_with_blob(NS, "s", None) == (
+                secret_row(NS, "s", version=1, row_version=2),
+                version_row(NS, "s", 1),
+            )
+            assert [v.version for v in tx.list_versions(NS, "s")] == [1, 2]
+
+    def test_delete_version_of_the_current_one(self, backend: StorageBackend) -> None:
+        self._put(backend, secret_row(NS, "s", version=2), version_row(NS, "s", 1), version_row(NS, "s", 2))
+        with backend.transaction() as tx:
+            assert tx.delete_version(NS, "s", 2) is True
+            assert tx.delete_version(NS, "s", 2) is False
+        with backend.read() as tx:
+            assert tx.get_secret_with_blob(NS, "s", None) == (secret_row(NS, "s", version=2), None)
+            assert [v.version for v in tx.list_versions(NS, "s")] == [1]
+            assert tx.count_versions_by_key(NS) == {1: 1}
+        with backend.transaction() as tx:
+            assert tx.delete_version(NS, "s", 1) is True
+            assert tx.delete_secret(NS, "s") == 0
+
     def test_deleted_secret_can_be_created_again(self, backend: StorageBackend) -> None:
         self._put(backend, secret_row(NS, "again"), version_row(NS, "again", 1))
         with backend.transaction() as tx:
