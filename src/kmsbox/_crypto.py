@@ -24,8 +24,8 @@ __all__ = [
     "NONCE_SIZE",
     "TAG_SIZE",
     "Aead",
+    "HmacSha256",
     "constant_time_equal",
-    "hmac_sha256",
     "random_bytes",
     "random_key",
     "random_nonce",
@@ -47,9 +47,23 @@ def random_bytes(n: int) -> bytes:
     return os.urandom(n)
 
 
-def hmac_sha256(key: bytes, data: bytes) -> bytes:
-    """HMAC-SHA256 of ``data`` under ``key``."""
-    return hmac.new(key, data, hashlib.sha256).digest()
+class HmacSha256:
+    """HMAC-SHA256 under one key, keyed once. ``repr`` never shows the key."""
+
+    __slots__ = ("_base",)
+
+    def __init__(self, key: bytes) -> None:
+        # Copying a keyed state skips re-deriving the inner and outer pads per message.
+        self._base = hmac.new(key, digestmod=hashlib.sha256)
+
+    def __repr__(self) -> str:
+        return "HmacSha256(key=***)"
+
+    def digest(self, data: bytes) -> bytes:
+        """The MAC of ``data``."""
+        mac = self._base.copy()
+        mac.update(data)
+        return mac.digest()
 
 
 def constant_time_equal(a: bytes, b: bytes) -> bool:

@@ -52,6 +52,11 @@ _SECRET_HEAD = struct.Struct(">2sBBI")  # magic, version, kind, namespace-key ve
 _CRC = struct.Struct(">I")
 #: Bytes a stored secret adds to its value: header and its CRC, wrapped DEK with nonce, value nonce, tag.
 SECRET_OVERHEAD = _SECRET_HEAD.size + _CRC.size + NONCE_SIZE + _WRAPPED_DEK_SIZE + NONCE_SIZE + TAG_SIZE
+_SECRET_HEAD_CRC = struct.Struct(">2sBBII")  # the head and its CRC, read in one unpack
+_DEK_NONCE_AT = _SECRET_HEAD.size + _CRC.size
+_WRAPPED_AT = _DEK_NONCE_AT + NONCE_SIZE
+_NONCE_AT = _WRAPPED_AT + _WRAPPED_DEK_SIZE
+_CIPHERTEXT_AT = _NONCE_AT + NONCE_SIZE
 _MAX_CONTEXT_ITEM = 0xFFFF
 
 
@@ -246,25 +251,34 @@ def encode_secret(
     return head + _CRC.pack(zlib.crc32(head)) + dek_nonce + wrapped_dek + nonce + ciphertext
 
 
-def parse_secret(blob: bytes) -> SecretEnvelope:
-    """Parse a stored secret value; raise IntegrityError if it is malformed."""
-    if not isinstance(blob, (bytes, bytearray, memoryview)):
-        raise _fail()
-    blob = bytes(blob)
+def split_secret(blob: bytes) -> tuple[int, bytes, bytes, bytes, bytes]:
+    """The fields of a stored secret value, as :class:`SecretEnvelope` orders them.
+
+    Raises IntegrityError if it is malformed. (The read path's form: no object built.)
+    """
+    if type(blob) is not bytes:
+        if not isinstance(blob, (bytes, bytearray, memoryview)):
+            raise _fail()
+        blob = bytes(blob)
     if len(blob) < SECRET_OVERHEAD:
         raise _fail()
-    magic, version, kind, nkv = _SECRET_HEAD.unpack_from(blob)
+    magic, version, kind, nkv, crc = _SECRET_HEAD_CRC.unpack_from(blob)
     if magic != MAGIC or version != FORMAT_VERSION or kind != KIND_SECRET or nkv == 0:
         raise _fail()
-    pos = _SECRET_HEAD.size
-    if _CRC.unpack_from(blob, pos)[0] != zlib.crc32(blob[:pos]):
+    if crc != zlib.crc32(blob[: _SECRET_HEAD.size]):
         raise _fail()
-    pos += _CRC.size
-    dek_nonce = blob[pos : pos + NONCE_SIZE]
-    pos += NONCE_SIZE
-    wrapped = blob[pos : pos + _WRAPPED_DEK_SIZE]
-    pos += _WRAPPED_DEK_SIZE
-    return SecretEnvelope(nkv, dek_nonce, wrapped, blob[pos : pos + NONCE_SIZE], blob[pos + NONCE_SIZE :])
+    return (
+        nkv,
+        blob[_DEK_NONCE_AT:_WRAPPED_AT],
+        blob[_WRAPPED_AT:_NONCE_AT],
+        blob[_NONCE_AT:_CIPHERTEXT_AT],
+        blob[_CIPHERTEXT_AT:],
+    )
+
+
+def parse_secret(blob: bytes) -> SecretEnvelope:
+    """Parse a stored secret value; raise IntegrityError if it is malformed."""
+    return SecretEnvelope(*split_secret(blob))
 
 
 def secret_namespace_key_version(blob: bytes) -> int:
@@ -295,12 +309,13 @@ def parse_local_wrap(blob: bytes) -> tuple[bytes, bytes]:
 # --- audit events ---------------------------------------------------------------------
 
 
+_AUDIT_JSON = json.JSONEncoder(separators=(",", ":"), sort_keys=True, ensure_ascii=False)
+
+
 def encode_audit_record(fields: Sequence[object]) -> bytes:
     """Canonical bytes of one audit event, the input of its chain MAC.
 
     ``fields`` is the event's values in a fixed order (strings, numbers, None and
     string-keyed mappings), encoded as compact JSON with sorted keys.
     """
-    return b"KB\x01audit" + json.dumps(list(fields), separators=(",", ":"), sort_keys=True, ensure_ascii=False).encode(
-        "utf-8"
-    )
+    return b"KB\x01audit" + _AUDIT_JSON.encode(list(fields)).encode("utf-8")

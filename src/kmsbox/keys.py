@@ -135,12 +135,9 @@ def open_secret(
 
     Raises IntegrityError for anything malformed, moved or altered.
     """
-    env = fmt.parse_secret(blob)
-    namespace_key = namespace_key_for(env.namespace_key_version)
-    dek = namespace_key.open(
-        env.dek_nonce, env.wrapped_dek, fmt.dek_aad(namespace, name, secret_version, env.namespace_key_version)
-    )
-    return Aead(dek).open(env.nonce, env.ciphertext, fmt.value_aad(namespace, name, secret_version))
+    nkv, dek_nonce, wrapped_dek, nonce, ciphertext = fmt.split_secret(blob)
+    dek = namespace_key_for(nkv).open(dek_nonce, wrapped_dek, fmt.dek_aad(namespace, name, secret_version, nkv))
+    return Aead(dek).open(nonce, ciphertext, fmt.value_aad(namespace, name, secret_version))
 
 
 def rewrap_secret(

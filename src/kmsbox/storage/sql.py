@@ -10,8 +10,8 @@ import contextlib
 import json
 import threading
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, contextmanager
+from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -78,25 +78,30 @@ class Dialect:
 
 
 def _secret(row: Any) -> SecretRow:
+    # Positional, and no conversions SQLite and psycopg already make: this runs on every get.
+    labels = row[9]
     return SecretRow(
-        namespace=row[0],
-        name=row[1],
-        version=int(row[2]),
-        status=row[3],
-        created_at=float(row[4]),
-        updated_at=float(row[5]),
-        expires_at=None if row[6] is None else float(row[6]),
-        category=row[7],
-        description=row[8],
-        labels={} if row[9] == "{}" else json.loads(row[9]),
-        access_count=int(row[10]),
-        last_accessed_at=None if row[11] is None else float(row[11]),
-        row_version=int(row[12]),
+        row[0],
+        row[1],
+        row[2],
+        row[3],
+        row[4],
+        row[5],
+        row[6],
+        row[7],
+        row[8],
+        {} if labels == "{}" else json.loads(labels),
+        row[10],
+        row[11],
+        row[12],
     )
 
 
-def _labels_json(labels: dict[str, str]) -> str:
-    return json.dumps(labels, sort_keys=True) if labels else "{}"
+_JSON = json.JSONEncoder(sort_keys=True)
+
+
+def _json_object(value: Mapping[str, Any]) -> str:
+    return _JSON.encode(value) if value else "{}"
 
 
 def _check_current(row: SecretRow, current: SecretVersionRow | None) -> None:
@@ -204,7 +209,7 @@ class SqlTransaction:
                 row.expires_at,
                 row.category,
                 row.description,
-                _labels_json(row.labels),
+                _json_object(row.labels),
                 row.access_count,
                 row.last_accessed_at,
                 row.row_version,
@@ -238,7 +243,7 @@ class SqlTransaction:
             row.expires_at,
             row.category,
             row.description,
-            _labels_json(row.labels),
+            _json_object(row.labels),
             row.row_version,
         )
         # access_count and last_accessed_at are written only by record_access, so a
@@ -545,8 +550,8 @@ class SqlTransaction:
                 row.action,
                 row.result,
                 row.actor,
-                json.dumps(row.context, sort_keys=True),
-                json.dumps(row.detail, sort_keys=True),
+                _json_object(row.context),
+                _json_object(row.detail),
                 row.audit_key_version,
                 row.mac,
             ),
@@ -603,6 +608,59 @@ class SqlTransaction:
         """Unfinished jobs."""
         rows = self._q("SELECT job_id, kind, state, updated_at FROM kmsbox_jobs ORDER BY job_id").fetchall()
         return [JobRow(r[0], r[1], r[2], float(r[3])) for r in rows]
+
+
+class _TxScope:
+    """One transaction on this thread's connection: commit on success, else roll back.
+
+    A plain context manager rather than ``@contextmanager``: it runs on every read.
+    """
+
+    __slots__ = ("_backend", "_conn", "_write")
+
+    def __init__(self, backend: SqlBackend, write: bool) -> None:
+        self._backend = backend
+        self._write = write
+        self._conn: Any = None
+
+    def __enter__(self) -> SqlTransaction:
+        backend = self._backend
+        local = backend._local
+        if getattr(local, "active", False):
+            raise RuntimeError("nested kmsbox storage transactions are not supported")
+        conn = backend._connection()
+        local.active = True
+        try:
+            backend._begin(conn, self._write)
+        except Exception as exc:
+            local.active = False
+            mapped = backend._storage_error(exc)
+            if mapped is None:
+                raise
+            raise mapped from exc
+        self._conn = conn
+        return SqlTransaction(conn.cursor(), backend.dialect)
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: Any) -> None:
+        backend = self._backend
+        try:
+            if exc is None:
+                try:
+                    backend._commit(self._conn)
+                    return
+                except BaseException as commit_error:
+                    exc = commit_error
+            # The original error matters more than a failed rollback.
+            with contextlib.suppress(Exception):
+                backend._rollback(self._conn)
+            if isinstance(exc, Exception) and not isinstance(exc, (ConflictError, StorageError)):
+                mapped = backend._storage_error(exc)
+                if mapped is not None:
+                    raise mapped from exc
+            if exc_type is None:
+                raise exc  # the commit failed
+        finally:
+            backend._local.active = False
 
 
 class SqlBackend(ABC):
@@ -671,34 +729,8 @@ class SqlBackend(ABC):
                 self._all_connections.append(conn)
         return conn
 
-    @contextmanager
-    def _tx(self, write: bool) -> Iterator[SqlTransaction]:
-        if getattr(self._local, "active", False):
-            raise RuntimeError("nested kmsbox storage transactions are not supported")
-        conn = self._connection()
-        self._local.active = True
-        try:
-            try:
-                self._begin(conn, write)
-            except Exception as exc:
-                mapped = self._storage_error(exc)
-                if mapped is None:
-                    raise
-                raise mapped from exc
-            try:
-                yield SqlTransaction(conn.cursor(), self.dialect)
-                self._commit(conn)
-            except BaseException as exc:
-                # The original error matters more than a failed rollback.
-                with contextlib.suppress(Exception):
-                    self._rollback(conn)
-                if isinstance(exc, Exception) and not isinstance(exc, (ConflictError, StorageError)):
-                    mapped = self._storage_error(exc)
-                    if mapped is not None:
-                        raise mapped from exc
-                raise
-        finally:
-            self._local.active = False
+    def _tx(self, write: bool) -> AbstractContextManager[SqlTransaction]:
+        return _TxScope(self, write)
 
     def transaction(self) -> AbstractContextManager[SqlTransaction]:
         """A write transaction (see StorageBackend)."""

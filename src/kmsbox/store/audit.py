@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from kmsbox import format as fmt
-from kmsbox._crypto import constant_time_equal, hmac_sha256
+from kmsbox._crypto import HmacSha256, constant_time_equal
 from kmsbox.storage.base import AuditFilter, AuditRow, StorageBackend, Transaction
 
 __all__ = ["ACTIONS", "RESULTS", "AuditEvent", "AuditLog", "AuditVerification", "Checkpoint"]
@@ -38,6 +38,8 @@ ACTIONS = (
     "diagnose",
 )
 RESULTS = ("success", "failure", "denied")
+_ACTION_SET = frozenset(ACTIONS)
+_RESULT_SET = frozenset(RESULTS)
 _BATCH = 500
 
 
@@ -156,7 +158,7 @@ class AuditLog:
 
     def __init__(self, backend: StorageBackend, key: bytes, key_version: int = 1) -> None:
         self._backend = backend
-        self._key = key
+        self._mac = HmacSha256(key)
         self._key_version = key_version
 
     def __repr__(self) -> str:
@@ -176,26 +178,26 @@ class AuditLog:
         detail: Mapping[str, Any] | None = None,
     ) -> int:
         """Append an event inside ``tx`` (so it commits or rolls back with the change)."""
-        if action not in ACTIONS:
+        if action not in _ACTION_SET:
             raise ValueError(f"unknown audit action {action!r}")
-        if result not in RESULTS:
+        if result not in _RESULT_SET:
             raise ValueError(f"unknown audit result {result!r}")
         seq, prev_mac = tx.audit_head()
         row = AuditRow(
-            seq=seq + 1,
-            time=time.time(),
-            namespace=namespace,
-            name=name,
-            secret_version=secret_version,
-            action=action,
-            result=result,
-            actor=actor,
-            context=dict(context or {}),
-            detail=dict(detail or {}),
-            audit_key_version=self._key_version,
-            mac=b"",
+            seq + 1,
+            time.time(),
+            namespace,
+            name,
+            secret_version,
+            action,
+            result,
+            actor,
+            dict(context) if context else {},
+            dict(detail) if detail else {},
+            self._key_version,
+            b"",
         )
-        row.mac = hmac_sha256(self._key, prev_mac + _mac_input(row))
+        row.mac = self._mac.digest(prev_mac + _mac_input(row))
         tx.append_audit(row)
         return row.seq
 
@@ -240,7 +242,7 @@ class AuditLog:
             for row in rows:
                 if row.seq != expected_seq:
                     problems.append(f"events {expected_seq}..{row.seq - 1} are missing (or reordered)")
-                mac = hmac_sha256(self._key, prev_mac + _mac_input(row))
+                mac = self._mac.digest(prev_mac + _mac_input(row))
                 if not constant_time_equal(mac, row.mac):
                     problems.append(f"event {row.seq} was altered, moved or does not follow its predecessor")
                 if checkpoint is not None and row.seq == checkpoint.seq:

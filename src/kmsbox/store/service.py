@@ -42,27 +42,29 @@ DEFAULT_MAX_VALUE_SIZE = 1024 * 1024
 _TYPE_BYTES = b"b"
 _TYPE_STR = b"s"
 _WRITE_RETRIES = 20
-_ACCESS_FLUSH_ENTRIES = 512
+_ACCESS_FLUSH_ENTRIES = 16384
 _ACCESS_FLUSH_SECONDS = 1.0
 T = TypeVar("T")
 
 Expiry = _dt.datetime | _dt.timedelta | float | int | None
 
 
-def _info(row: SecretRow) -> SecretInfo:
-    return SecretInfo(
-        row.namespace,
-        row.name,
-        row.version,
-        row.status,
-        row.created_at,
-        row.updated_at,
-        row.expires_at,
-        row.category,
-        row.description,
-        dict(row.labels),
-        row.access_count,
-        row.last_accessed_at,
+def _info(row: SecretRow, access_count: int | None = None, last_accessed_at: float | None = None) -> SecretInfo:
+    return SecretInfo._of(
+        (
+            row.namespace,
+            row.name,
+            row.version,
+            row.status,
+            row.created_at,
+            row.updated_at,
+            row.expires_at,
+            row.category,
+            row.description,
+            dict(row.labels),
+            row.access_count if access_count is None else access_count,
+            row.last_accessed_at if last_accessed_at is None else last_accessed_at,
+        )
     )
 
 
@@ -149,7 +151,7 @@ class SecretStore(DiagnosisMixin, ImportMixin):
         self.batch_size = batch_size
         self._access: dict[tuple[str, str], tuple[int, float]] = {}
         self._access_lock = threading.Lock()
-        self._access_flushed = time.monotonic()
+        self._access_flushed = time.time()
         self._closed = False
         self.audit = AuditLog(backend, self._audit_key())
 
@@ -450,7 +452,7 @@ class SecretStore(DiagnosisMixin, ImportMixin):
         audited: bool,
     ) -> Secret | KmsboxError:
         found = tx.get_secret_with_blob(ns, name, version)
-        outcome: Secret | KmsboxError
+        outcome: KmsboxError
         ver = None if found is None else found[1]
         if found is None or ver is None:
             what = (
@@ -468,13 +470,10 @@ class SecretStore(DiagnosisMixin, ImportMixin):
                 outcome = SecretExpired(f"secret {name!r} in namespace {ns!r} expired")
             else:
                 try:
-                    payload = open_secret(ver.blob, self.keyring.key_for(tx, ns), ns, name, ver.version)
-                    value = _decode_value(payload)
+                    value = _decode_value(open_secret(ver.blob, self.keyring.key_for(tx, ns), ns, name, ver.version))
                 except (IntegrityError, KeyUnavailable) as exc:
                     outcome = exc
                 else:
-                    row.access_count += 1 + self._pending_access(ns, name)
-                    row.last_accessed_at = now
                     if audited:
                         self.audit.append(
                             tx,
@@ -486,7 +485,8 @@ class SecretStore(DiagnosisMixin, ImportMixin):
                             actor=who,
                             context=req,
                         )
-                    return Secret(_info(row), ver.version, value)
+                    counted = row.access_count + 1 + self._pending_access(ns, name)
+                    return Secret._of(_info(row, counted, now), ver.version, value)
         if audited:
             self._audit_failure(tx, ns, name, version, who, req, outcome)
         return outcome
@@ -596,19 +596,20 @@ class SecretStore(DiagnosisMixin, ImportMixin):
     # --- access tracking ----------------------------------------------------------------
 
     def _pending_access(self, ns: str, name: str) -> int:
-        with self._access_lock:
-            return self._access.get((ns, name), (0, 0.0))[0]
+        # A lock-free peek (one dict read is atomic): the count is for display only.
+        entry = self._access.get((ns, name))
+        return 0 if entry is None else entry[0]
 
     def _note_access(self, ns: str, name: str) -> None:
-        # With read audit off, counts are buffered and flushed in one write per batch.
+        # Counts are buffered and flushed in one write per batch (or per second).
+        key = (ns, name)
         now = time.time()
         with self._access_lock:
-            count, _ = self._access.get((ns, name), (0, now))
-            self._access[(ns, name)] = (count + 1, now)
-            due = (
-                len(self._access) >= _ACCESS_FLUSH_ENTRIES
-                or time.monotonic() - self._access_flushed >= _ACCESS_FLUSH_SECONDS
-            )
+            entry = self._access.get(key)
+            self._access[key] = (1, now) if entry is None else (entry[0] + 1, now)
+            # Wall time (read once per get anyway); a clock stepped back flushes too.
+            elapsed = now - self._access_flushed
+            due = len(self._access) >= _ACCESS_FLUSH_ENTRIES or not 0 <= elapsed < _ACCESS_FLUSH_SECONDS
         if due:
             self.flush_access()
 
@@ -616,7 +617,7 @@ class SecretStore(DiagnosisMixin, ImportMixin):
         """Write buffered access counts (done automatically; call before reading counts)."""
         with self._access_lock:
             pending, self._access = self._access, {}
-            self._access_flushed = time.monotonic()
+            self._access_flushed = time.time()
         if not pending:
             return
 
