@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import struct
 import zlib
@@ -384,3 +385,24 @@ def test_envelope_reprs_show_sizes_not_bytes() -> None:
     ]:
         text = repr(obj) + str(obj)
         assert raw.hex() not in text and repr(raw) not in text
+
+
+# --- audit records -----------------------------------------------------------------------
+
+_SCALARS = st.one_of(st.none(), st.text(), st.integers(), st.booleans(), st.floats(allow_nan=False))
+_FIELDS = st.one_of(
+    _SCALARS, st.dictionaries(st.text(), st.one_of(_SCALARS, st.lists(_SCALARS, max_size=3)), max_size=4)
+)
+
+
+@settings(max_examples=500)
+@given(st.lists(_FIELDS, max_size=12))
+def test_audit_record_is_compact_sorted_json(fields: list[object]) -> None:
+    # The chain MAC covers these bytes: the fast encoder must never drift from the canonical form.
+    canonical = json.dumps(fields, separators=(",", ":"), sort_keys=True, ensure_ascii=False)
+    assert fmt.encode_audit_record(fields) == b"KB\x01audit" + canonical.encode("utf-8")
+
+
+def test_audit_record_refuses_values_json_cannot_hold() -> None:
+    with pytest.raises(TypeError):
+        fmt.encode_audit_record([object()])

@@ -25,6 +25,8 @@ __all__ = [
     "TAG_SIZE",
     "Aead",
     "HmacSha256",
+    "open_once",
+    "seal_once",
     "constant_time_equal",
     "random_bytes",
     "random_key",
@@ -45,6 +47,19 @@ def random_nonce() -> bytes:
 def random_bytes(n: int) -> bytes:
     """Return ``n`` random bytes."""
     return os.urandom(n)
+
+
+def seal_once(key: bytes, nonce: bytes, plaintext: bytes, aad: bytes) -> bytes:
+    """Encrypt once under a fresh 256-bit key (a DEK) with a fresh random nonce."""
+    return AESGCM(key).encrypt(nonce, plaintext, aad)
+
+
+def open_once(key: bytes, nonce: bytes, ciphertext: bytes, aad: bytes) -> bytes:
+    """Decrypt once under a key just unwrapped (a DEK); any failure is an opaque IntegrityError."""
+    try:
+        return AESGCM(key).decrypt(nonce, ciphertext, aad)
+    except (InvalidTag, ValueError):
+        raise IntegrityError("authentication failed") from None
 
 
 class HmacSha256:

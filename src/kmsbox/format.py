@@ -12,7 +12,7 @@ import functools
 import json
 import struct
 import zlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from kmsbox._crypto import KEY_SIZE, NONCE_SIZE, TAG_SIZE
@@ -309,7 +309,28 @@ def parse_local_wrap(blob: bytes) -> tuple[bytes, bytes]:
 # --- audit events ---------------------------------------------------------------------
 
 
-_AUDIT_JSON = json.JSONEncoder(separators=(",", ":"), sort_keys=True, ensure_ascii=False)
+_AUDIT_JSON = json.JSONEncoder(separators=(",", ":"), sort_keys=True, ensure_ascii=False, check_circular=False)
+
+
+def _no_default(value: object) -> object:
+    raise TypeError(f"{type(value).__name__} is not allowed in an audit record")
+
+
+def _audit_encoder() -> Callable[[object], str]:
+    # The encoder's C core, made once instead of on every encode (a third of the cost
+    # of an event), with the arguments JSONEncoder gives it: the same bytes.
+    make = getattr(json.encoder, "c_make_encoder", None)
+    if make is None:
+        return _AUDIT_JSON.encode
+    core = make(None, _no_default, json.encoder.encode_basestring, None, ":", ",", True, False, True)
+
+    def encode(value: object) -> str:
+        return "".join(core(value, 0))
+
+    return encode
+
+
+_encode_audit = _audit_encoder()
 
 
 def encode_audit_record(fields: Sequence[object]) -> bytes:
@@ -318,4 +339,4 @@ def encode_audit_record(fields: Sequence[object]) -> bytes:
     ``fields`` is the event's values in a fixed order (strings, numbers, None and
     string-keyed mappings), encoded as compact JSON with sorted keys.
     """
-    return b"KB\x01audit" + _AUDIT_JSON.encode(list(fields)).encode("utf-8")
+    return b"KB\x01audit" + _encode_audit(list(fields)).encode("utf-8")

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 from kmsbox import format as fmt
-from kmsbox._crypto import KEY_SIZE, NONCE_SIZE, Aead, random_bytes
+from kmsbox._crypto import KEY_SIZE, NONCE_SIZE, Aead, open_once, random_bytes, seal_once
 
 __all__ = ["CacheStats", "KeyCache", "open_secret", "rewrap_secret", "seal_secret"]
 
@@ -124,7 +124,7 @@ def seal_secret(
     wrapped_dek = namespace_key.seal_with_nonce(
         dek_nonce, dek, fmt.dek_aad(namespace, name, secret_version, namespace_key_version)
     )
-    ciphertext = Aead(dek).seal_with_nonce(nonce, value, fmt.value_aad(namespace, name, secret_version))
+    ciphertext = seal_once(dek, nonce, value, fmt.value_aad(namespace, name, secret_version))
     return fmt.encode_secret(namespace_key_version, dek_nonce, wrapped_dek, nonce, ciphertext)
 
 
@@ -137,7 +137,7 @@ def open_secret(
     """
     nkv, dek_nonce, wrapped_dek, nonce, ciphertext = fmt.split_secret(blob)
     dek = namespace_key_for(nkv).open(dek_nonce, wrapped_dek, fmt.dek_aad(namespace, name, secret_version, nkv))
-    return Aead(dek).open(nonce, ciphertext, fmt.value_aad(namespace, name, secret_version))
+    return open_once(dek, nonce, ciphertext, fmt.value_aad(namespace, name, secret_version))
 
 
 def rewrap_secret(

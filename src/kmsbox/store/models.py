@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
 __all__ = ["GetResult", "Page", "Secret", "SecretInfo", "SecretVersionInfo"]
 
 T = TypeVar("T")
+_new = object.__new__
+_set = object.__setattr__
 
 
 @dataclass(frozen=True)
@@ -28,11 +30,11 @@ class SecretInfo:
     last_accessed_at: float | None
 
     @classmethod
-    def _of(cls, values: tuple[Any, ...]) -> SecretInfo:
-        """Build from the twelve field values in order, skipping the frozen ``__init__``
+    def _of(cls, values: dict[str, Any]) -> SecretInfo:
+        """Build from a complete field mapping, skipping the frozen ``__init__``
         (about six times slower; this runs on every get)."""
         info = _new(cls)
-        info.__dict__.update(zip(_INFO_FIELDS, values, strict=True))
+        _set(info, "__dict__", values)
         return info
 
     def to_dict(self) -> dict[str, Any]:
@@ -51,10 +53,6 @@ class SecretInfo:
             "access_count": self.access_count,
             "last_accessed_at": self.last_accessed_at,
         }
-
-
-_new = object.__new__
-_INFO_FIELDS = tuple(f.name for f in fields(SecretInfo))
 
 
 @dataclass(frozen=True, repr=False)
@@ -79,7 +77,7 @@ class Secret:
     def _of(cls, info: SecretInfo, version: int, value: str | bytes) -> Secret:
         """Build without the frozen ``__init__`` (see :meth:`SecretInfo._of`)."""
         secret = _new(cls)
-        secret.__dict__.update(info=info, version=version, value=value)
+        _set(secret, "__dict__", {"info": info, "version": version, "value": value})
         return secret
 
     def __repr__(self) -> str:

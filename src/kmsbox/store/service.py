@@ -51,20 +51,20 @@ Expiry = _dt.datetime | _dt.timedelta | float | int | None
 
 def _info(row: SecretRow, access_count: int | None = None, last_accessed_at: float | None = None) -> SecretInfo:
     return SecretInfo._of(
-        (
-            row.namespace,
-            row.name,
-            row.version,
-            row.status,
-            row.created_at,
-            row.updated_at,
-            row.expires_at,
-            row.category,
-            row.description,
-            dict(row.labels),
-            row.access_count if access_count is None else access_count,
-            row.last_accessed_at if last_accessed_at is None else last_accessed_at,
-        )
+        {
+            "namespace": row.namespace,
+            "name": row.name,
+            "version": row.version,
+            "status": row.status,
+            "created_at": row.created_at,
+            "updated_at": row.updated_at,
+            "expires_at": row.expires_at,
+            "category": row.category,
+            "description": row.description,
+            "labels": dict(row.labels),
+            "access_count": row.access_count if access_count is None else access_count,
+            "last_accessed_at": row.last_accessed_at if last_accessed_at is None else last_accessed_at,
+        }
     )
 
 
