@@ -129,15 +129,30 @@ def seal_secret(
 
 
 def open_secret(
-    blob: bytes, namespace_key_for: Callable[[int], Aead], namespace: str, name: str, secret_version: int
+    blob: bytes,
+    namespace_key_for: Callable[[int], Aead],
+    namespace: str,
+    name: str,
+    secret_version: int,
+    data_keys: KeyCache[Aead] | None = None,
 ) -> bytes:
     """Decrypt a stored blob. ``namespace_key_for(version)`` supplies the namespace key.
 
-    Raises IntegrityError for anything malformed, moved or altered.
+    ``data_keys``, when given, keeps unwrapped DEKs for later reads of the same
+    version. It is keyed by the wrapped DEK *and* its associated data, so a blob
+    moved to another row misses it and fails exactly as without it. Raises
+    IntegrityError for anything malformed, moved or altered.
     """
     nkv, dek_nonce, wrapped_dek, nonce, ciphertext = fmt.split_secret(blob)
-    dek = namespace_key_for(nkv).open(dek_nonce, wrapped_dek, fmt.dek_aad(namespace, name, secret_version, nkv))
-    return open_once(dek, nonce, ciphertext, fmt.value_aad(namespace, name, secret_version))
+    dek_aad = fmt.dek_aad(namespace, name, secret_version, nkv)
+    value_aad = fmt.value_aad(namespace, name, secret_version)
+    if data_keys is None:
+        return open_once(namespace_key_for(nkv).open(dek_nonce, wrapped_dek, dek_aad), nonce, ciphertext, value_aad)
+    cache_key = (dek_aad, dek_nonce, wrapped_dek)
+    data_key = data_keys.get(cache_key)
+    if data_key is None:
+        data_key = data_keys.put(cache_key, Aead(namespace_key_for(nkv).open(dek_nonce, wrapped_dek, dek_aad)))
+    return data_key.open(nonce, ciphertext, value_aad)
 
 
 def rewrap_secret(

@@ -17,6 +17,7 @@ import kmsbox
 from kmsbox.errors import ConfigError, IntegrityError, KeyUnavailable, PluginError
 from kmsbox.kek import open_kek
 from kmsbox.keys import KeyCache
+from kmsbox.storage import open_storage
 from kmsbox.storage.base import AuditFilter
 from kmsbox.store.audit import Checkpoint
 from kmsbox.store.names import MAX_NAME, MAX_NAMESPACE, NAME_PATTERN, NAMESPACE_PATTERN
@@ -146,6 +147,9 @@ def test_ciphertext_moved_to_another_row_fails_to_decrypt(
     store.put("a", "alpha-2", namespace="ns")
     store.put("b", "bravo-1", namespace="ns")
     store.put("a", "other-1", namespace="other")
+    # Read both first, so their data keys are cached: a moved blob must still fail.
+    store.get(source[1], namespace=source[0], version=source[2])
+    store.get(target[1], namespace=target[0], version=target[2])
     _set_blob(db_path, *target, _blob(db_path, *source))
     t_ns, t_name, t_version = target
     with pytest.raises(IntegrityError):
@@ -424,13 +428,14 @@ def test_open_store_from_kmsbox_toml_in_the_working_folder(
     monkeypatch.delenv("KMSBOX_CONFIG", raising=False)
     (tmp_path / "kmsbox.toml").write_text(
         f'[store]\nurl = "sqlite:///secrets.db"\nkek = ["{kek_uri}"]\naudit_reads = false\nmax_value_size = 16\n'
-        "[cache]\nmax_age = 10\nmax_entries = 8\n",
+        "[cache]\nmax_age = 10\nmax_entries = 8\ndata_keys = 0\n",
         encoding="utf-8",
     )
     with kmsbox.open_store() as store:
         assert store.audit_reads is False
         assert store.max_value_size == 16
         assert store.keyring.cache.max_age == 10
+        assert store.data_keys is None
         store.put("k", "0123456789abcdef", namespace="n")
         with pytest.raises(ValueError, match="limit is 16"):
             store.put("k", "0123456789abcdefg", namespace="n")
@@ -515,6 +520,8 @@ def test_namespace_key_without_a_wrap_for_the_configured_kek_is_key_unavailable(
         ('[store]\nurl = "sqlite:///x.db"\nkek = "env://K"\n[cache]\nmax_age = -1\n', "max_age"),
         ('[store]\nurl = "sqlite:///x.db"\nkek = "env://K"\n[cache]\nmax_entries = 0.5\n', "max_entries"),
         ('[store]\nurl = "sqlite:///x.db"\nkek = "env://K"\n[cache]\nmax_uses = 2.5\n', "max_uses"),
+        ('[store]\nurl = "sqlite:///x.db"\nkek = "env://K"\n[cache]\ndata_keys = -1\n', "data_keys"),
+        ('[store]\nurl = "sqlite:///x.db"\nkek = "env://K"\n[cache]\ndata_keys = 1.5\n', "data_keys"),
         ('[store]\nurl = "sqlite:///x.db"\nkek = "env://K"\n[cache]\nmax_age = "soon"\n', "max_age"),
         ('store = "sqlite:///x.db"\n', "table"),
         ('[store]\nurl = "sqlite:///x.db"\nkek = "env://K"\n[cache]\nmax_entries = 1e9\n', "max_entries"),
@@ -649,3 +656,29 @@ def test_closed_store_refuses_work(kek_uri: str) -> None:
     store.close()  # closing twice is harmless
     with pytest.raises(kmsbox.StorageError):
         store.get("k", namespace="n")
+
+
+def test_reads_reuse_data_keys_but_still_check_every_value(open_test_store: Opener, db_path: Path) -> None:
+    store = open_test_store()
+    store.put("s", "first", namespace="ns")
+    assert store.get("s", namespace="ns").value == "first"
+    assert store.data_keys is not None
+    hits = store.data_keys.stats.hits
+    assert store.get("s", namespace="ns").value == "first"
+    assert store.data_keys.stats.hits == hits + 1
+    # A flipped bit in the value ciphertext still fails with the data key cached.
+    blob = _blob(db_path, "ns", "s", 1)
+    _set_blob(db_path, "ns", "s", 1, blob[:-1] + bytes([blob[-1] ^ 1]))
+    with pytest.raises(IntegrityError):
+        store.get("s", namespace="ns")
+    # A new version gets a new data key; the cache is bounded by its size.
+    store.put("s", "second", namespace="ns")
+    assert store.get("s", namespace="ns").value == "second"
+    assert len(store.data_keys) <= store.data_keys.max_entries
+
+
+def test_data_key_cache_can_be_turned_off(kek_uri: str, sqlite_url: str) -> None:
+    with SecretStore(open_storage(sqlite_url), [open_kek(kek_uri)], data_key_cache_size=0) as store:
+        store.put("s", "v", namespace="ns")
+        assert store.data_keys is None
+        assert store.get("s", namespace="ns").value == "v"

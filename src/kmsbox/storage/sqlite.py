@@ -49,6 +49,7 @@ class SqliteBackend(SqlBackend):
             )
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=NORMAL")
+            conn.execute("PRAGMA cache_size=-32768")
         except sqlite3.DatabaseError as exc:
             raise ConfigError(f"SQLite store {self.path} cannot be opened: {exc}") from exc
         return conn

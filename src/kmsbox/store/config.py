@@ -15,6 +15,7 @@ the code raise :class:`~kmsbox.errors.ConfigError` before anything is served.
     max_age = 300          # seconds an unwrapped namespace key is kept
     max_uses = 16777216    # uses before it is unwrapped again
     max_entries = 4096
+    data_keys = 4096       # DEKs of recent reads kept; 0 turns that cache off
 """
 
 from __future__ import annotations
@@ -95,7 +96,7 @@ def load_settings(
     unknown = set(store_section) - {"url", "kek", "audit_reads", "max_value_size"}
     if unknown:
         raise ConfigError(f"config file {path}: unknown [store] settings {sorted(unknown)}")
-    unknown = set(cache_section) - {"max_age", "max_uses", "max_entries"}
+    unknown = set(cache_section) - {"max_age", "max_uses", "max_entries", "data_keys"}
     if unknown:
         raise ConfigError(f"config file {path}: unknown [cache] settings {sorted(unknown)}")
 
@@ -135,8 +136,11 @@ def load_settings(
     for key, value in cache_section.items():
         # max_uses and max_entries are counts: a fraction would truncate (0.5 -> 0) past this check.
         kinds = (int, float) if key == "max_age" else (int,)
-        if not isinstance(value, kinds) or isinstance(value, bool) or value <= 0:
-            what = "a positive number" if key == "max_age" else "a positive integer"
+        lowest = 0 if key == "data_keys" else 1e-9  # data_keys = 0 turns that cache off
+        if not isinstance(value, kinds) or isinstance(value, bool) or value < lowest:
+            what = {"max_age": "a positive number", "data_keys": "a non-negative integer"}.get(
+                key, "a positive integer"
+            )
             raise ConfigError(f"config file {path}: [cache] {key} must be {what}")
         cache[key] = float(value)
     return StoreSettings(chosen_url, keks, reads, max_value, cache, source)
@@ -179,6 +183,7 @@ def open_store(
                 audit_reads=settings.audit_reads,
                 max_value_size=settings.max_value_size,
                 cache=key_cache,
+                data_key_cache_size=int(settings.cache.get("data_keys", 4096)),
             )
         except (ConfigError, PluginError):
             raise

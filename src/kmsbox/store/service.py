@@ -143,9 +143,17 @@ class SecretStore(DiagnosisMixin, ImportMixin):
         max_value_size: int = DEFAULT_MAX_VALUE_SIZE,
         cache: KeyCache[Aead] | None = None,
         batch_size: int = 500,
+        data_key_cache_size: int = 4096,
     ) -> None:
         self.backend = backend
         self.keyring = NamespaceKeyring(backend, keks, cache or KeyCache(max_age=300.0, max_entries=4096))
+        # Unwrapped DEKs of recent reads, no longer-lived than the namespace keys that
+        # unwrap them (which are in memory anyway); 0 turns it off.
+        self.data_keys: KeyCache[Aead] | None = (
+            KeyCache(max_age=self.keyring.cache.max_age, max_entries=data_key_cache_size)
+            if data_key_cache_size
+            else None
+        )
         self.audit_reads = audit_reads
         self.max_value_size = max_value_size
         self.batch_size = batch_size
@@ -470,7 +478,8 @@ class SecretStore(DiagnosisMixin, ImportMixin):
                 outcome = SecretExpired(f"secret {name!r} in namespace {ns!r} expired")
             else:
                 try:
-                    value = _decode_value(open_secret(ver.blob, self.keyring.key_for(tx, ns), ns, name, ver.version))
+                    payload = open_secret(ver.blob, self.keyring.key_for(tx, ns), ns, name, ver.version, self.data_keys)
+                    value = _decode_value(payload)
                 except (IntegrityError, KeyUnavailable) as exc:
                     outcome = exc
                 else:
