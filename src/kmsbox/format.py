@@ -251,6 +251,11 @@ def encode_secret(
     return head + _CRC.pack(zlib.crc32(head)) + dek_nonce + wrapped_dek + nonce + ciphertext
 
 
+@functools.lru_cache(maxsize=256)
+def _secret_head_crc(namespace_key_version: int) -> int:
+    return zlib.crc32(_SECRET_HEAD.pack(MAGIC, FORMAT_VERSION, KIND_SECRET, namespace_key_version))
+
+
 def split_secret(blob: bytes) -> tuple[int, bytes, bytes, bytes, bytes]:
     """The fields of a stored secret value, as :class:`SecretEnvelope` orders them.
 
@@ -265,7 +270,8 @@ def split_secret(blob: bytes) -> tuple[int, bytes, bytes, bytes, bytes]:
     magic, version, kind, nkv, crc = _SECRET_HEAD_CRC.unpack_from(blob)
     if magic != MAGIC or version != FORMAT_VERSION or kind != KIND_SECRET or nkv == 0:
         raise _fail()
-    if crc != zlib.crc32(blob[: _SECRET_HEAD.size]):
+    # Every other header byte was just checked, so the CRC must be that of (these, nkv).
+    if crc != _secret_head_crc(nkv):
         raise _fail()
     return (
         nkv,

@@ -137,9 +137,10 @@ def _audit(row: Any) -> AuditRow:
 class SqlTransaction:
     """Every statement kmsbox runs, over one DB-API cursor inside a transaction."""
 
-    def __init__(self, cursor: Any, dialect: Dialect) -> None:
+    def __init__(self, cursor: Any, dialect: Dialect, connection: Any = None) -> None:
         self._cur = cursor
         self._d = dialect
+        self._conn = connection
 
     def _q(self, sql: str, params: tuple[Any, ...] = ()) -> Any:
         self._cur.execute(self._d.sql(sql), params)
@@ -639,7 +640,11 @@ class _TxScope:
                 raise
             raise mapped from exc
         self._conn = conn
-        return SqlTransaction(conn.cursor(), backend.dialect)
+        # One cursor per thread and connection, reused by every transaction on it.
+        tx: SqlTransaction | None = getattr(local, "tx", None)
+        if tx is None or tx._conn is not conn:
+            tx = local.tx = SqlTransaction(conn.cursor(), backend.dialect, conn)
+        return tx
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: Any) -> None:
         backend = self._backend

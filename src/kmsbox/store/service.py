@@ -432,14 +432,15 @@ class SecretStore(DiagnosisMixin, ImportMixin):
         validate_name(name)
         if version is not None and (not isinstance(version, int) or isinstance(version, bool) or version < 1):
             raise ValueError("version must be a positive integer")
-        who, req = self._who(actor, request)
         if self.audit_reads:
+            who, req = self._who(actor, request)
             outcome = self._write(lambda tx: self._read(tx, ns, name, version, who, req, audited=True))
         else:
             with self.backend.read() as tx:
-                outcome = self._read(tx, ns, name, version, who, req, audited=False)
+                outcome = self._read(tx, ns, name, version, None, {}, audited=False)
             if not isinstance(outcome, Secret):
                 # Failures are audited even when successful reads are not.
+                who, req = self._who(actor, request)
                 self._write(lambda tx: self._audit_failure(tx, ns, name, version, who, req, outcome))
         if isinstance(outcome, KmsboxError):
             raise outcome
