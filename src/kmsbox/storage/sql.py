@@ -33,7 +33,8 @@ _SECRET_COLUMNS = (
     "namespace, name, version, status, created_at, updated_at, expires_at, category, description, labels, "
     "access_count, last_accessed_at, row_version"
 )
-_SECRET_COLUMNS_S = ", ".join(f"s.{c.strip()}" for c in _SECRET_COLUMNS.split(","))
+# The key columns are known to the caller: the hot read fetches the rest.
+_SECRET_TAIL = _SECRET_COLUMNS.split(", ", 2)[2]
 _VERSION_META = "namespace, name, version, namespace_key_version, created_at"
 _CURRENT_META = "namespace, name, version, namespace_key_version, version_created_at"
 # Last, so that metadata reads never walk a large value's overflow pages.
@@ -172,12 +173,13 @@ class SqlTransaction:
         self, namespace: str, name: str, version: int | None
     ) -> tuple[SecretRow, SecretVersionRow | None] | None:
         """Metadata and one version: one statement for the current version."""
-        row = self._q(
-            f"SELECT {_SECRET_COLUMNS}, {_CURRENT_COLUMNS} FROM kmsbox_secrets WHERE namespace = ? AND name = ?",
+        tail = self._q(
+            f"SELECT {_SECRET_TAIL}, {_CURRENT_COLUMNS} FROM kmsbox_secrets WHERE namespace = ? AND name = ?",
             (namespace, name),
         ).fetchone()
-        if row is None:
+        if tail is None:
             return None
+        row = (namespace, name, *tail)
         secret = _secret(row)
         if version is None or version == secret.version:
             if row[15] is None:

@@ -61,7 +61,7 @@ def _info(row: SecretRow, access_count: int | None = None, last_accessed_at: flo
             "expires_at": row.expires_at,
             "category": row.category,
             "description": row.description,
-            "labels": dict(row.labels),
+            "labels": dict(row.labels) if row.labels else {},
             "access_count": row.access_count if access_count is None else access_count,
             "last_accessed_at": row.last_accessed_at if last_accessed_at is None else last_accessed_at,
         }
