@@ -13,6 +13,7 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
+from kmsbox.errors import ConflictError
 from kmsbox.kek import WrappedKey
 
 __all__ = [
@@ -22,9 +23,14 @@ __all__ = [
     "NamespaceKeyRow",
     "SecretRow",
     "SecretVersionRow",
+    "StaleAuditHead",
     "StorageBackend",
     "Transaction",
 ]
+
+
+class StaleAuditHead(ConflictError):
+    """The chain head given by ``audit_head`` was a cached one and has moved on: read it again."""
 
 
 @dataclass
@@ -234,11 +240,16 @@ class Transaction(Protocol):
 
     # audit
     def audit_head(self) -> tuple[int, bytes]:
-        """The last event's sequence number and MAC, locking the chain head until commit."""
+        """The last event's sequence number and MAC, locking the chain head until commit.
+
+        A backend whose write transactions are serialised may answer from the head it
+        last committed; ``append_audit`` then raises :class:`StaleAuditHead` if another
+        writer has moved the head since, and the next ``audit_head`` reads it.
+        """
         ...
 
     def append_audit(self, row: AuditRow) -> None:
-        """Insert an event and move the chain head to it."""
+        """Insert an event and move the chain head to it (ConflictError if ``row.seq`` exists)."""
         ...
 
     def list_audit(self, filters: AuditFilter, after_seq: int, limit: int) -> list[AuditRow]:

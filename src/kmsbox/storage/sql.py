@@ -24,6 +24,7 @@ from kmsbox.storage.base import (
     NamespaceKeyRow,
     SecretRow,
     SecretVersionRow,
+    StaleAuditHead,
 )
 from kmsbox.storage.migrations import MIGRATIONS, SCHEMA_VERSION
 
@@ -56,6 +57,8 @@ class Dialect:
     empty_blob: str = "X''"
     without_rowid: str = ""
     for_update: str = ""
+    #: Write transactions are serialised, so a connection may remember the audit head it wrote.
+    caches_audit_head: bool = False
     is_conflict: Callable[[BaseException], bool] = field(default=lambda exc: False)
     _cache: dict[str, str] = field(default_factory=dict, compare=False, repr=False)
 
@@ -142,6 +145,9 @@ class SqlTransaction:
         self._cur = cursor
         self._d = dialect
         self._conn = connection
+        self._head: tuple[int, bytes] | None = None
+        self._head_guessed = False
+        self._writing = False  # set per transaction: reads always read the head
 
     def _q(self, sql: str, params: tuple[Any, ...] = ()) -> Any:
         self._cur.execute(self._d.sql(sql), params)
@@ -529,7 +535,16 @@ class SqlTransaction:
     # --- audit ---------------------------------------------------------------------------
 
     def audit_head(self) -> tuple[int, bytes]:
-        """The last event's sequence number and MAC, with the chain locked until commit."""
+        """The last event's sequence number and MAC, with the chain locked until commit.
+
+        Where write transactions are serialised (SQLite), the head this connection
+        last wrote is answered from memory; ``append_audit`` finds out, through the
+        sequence number's uniqueness, if another writer has moved it since.
+        """
+        if self._head is not None and self._writing:
+            self._head_guessed = True
+            return self._head
+        self._head_guessed = False
         # Engines with row locks serialise appenders on the head row; SQLite's
         # write transaction already does.
         if (
@@ -541,7 +556,24 @@ class SqlTransaction:
         return (0, b"") if row is None else (int(row[0]), bytes(row[1]))
 
     def append_audit(self, row: AuditRow) -> None:
-        """Insert an event and move the head."""
+        """Insert an event and move the head (StaleAuditHead if the head given was stale)."""
+        try:
+            self._append_audit(row)
+        except ConflictError:
+            self._head = None
+            if self._head_guessed:
+                self._head_guessed = False
+                raise StaleAuditHead("the audit chain moved on since this connection's last write") from None
+            raise
+        if self._d.caches_audit_head:
+            self._head = (row.seq, row.mac)  # dropped again if this transaction rolls back
+
+    def forget_audit_head(self) -> None:
+        """Drop the remembered head (after a rollback, which may have undone it)."""
+        self._head = None
+        self._head_guessed = False
+
+    def _append_audit(self, row: AuditRow) -> None:
         self._insert(
             f"INSERT INTO kmsbox_audit_events ({_AUDIT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
@@ -619,12 +651,13 @@ class _TxScope:
     A plain context manager rather than ``@contextmanager``: it runs on every read.
     """
 
-    __slots__ = ("_backend", "_conn", "_write")
+    __slots__ = ("_backend", "_conn", "_tx", "_write")
 
     def __init__(self, backend: SqlBackend, write: bool) -> None:
         self._backend = backend
         self._write = write
         self._conn: Any = None
+        self._tx: SqlTransaction | None = None
 
     def __enter__(self) -> SqlTransaction:
         backend = self._backend
@@ -646,6 +679,8 @@ class _TxScope:
         tx: SqlTransaction | None = getattr(local, "tx", None)
         if tx is None or tx._conn is not conn:
             tx = local.tx = SqlTransaction(conn.cursor(), backend.dialect, conn)
+        tx._writing = self._write
+        self._tx = tx
         return tx
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: Any) -> None:
@@ -658,6 +693,8 @@ class _TxScope:
                 except BaseException as commit_error:
                     exc = commit_error
             # The original error matters more than a failed rollback.
+            if self._tx is not None:
+                self._tx.forget_audit_head()
             with contextlib.suppress(Exception):
                 backend._rollback(self._conn)
             if isinstance(exc, Exception) and not isinstance(exc, (ConflictError, StorageError)):

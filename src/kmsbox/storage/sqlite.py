@@ -25,7 +25,9 @@ def _is_conflict(exc: BaseException) -> bool:
     return isinstance(exc, sqlite3.IntegrityError) and "UNIQUE" in str(exc).upper()
 
 
-SQLITE_DIALECT = Dialect(name="sqlite", without_rowid=" WITHOUT ROWID", is_conflict=_is_conflict)
+SQLITE_DIALECT = Dialect(
+    name="sqlite", without_rowid=" WITHOUT ROWID", caches_audit_head=True, is_conflict=_is_conflict
+)
 
 
 class SqliteBackend(SqlBackend):

@@ -15,7 +15,8 @@ from typing import Any
 
 from kmsbox import format as fmt
 from kmsbox._crypto import HmacSha256, constant_time_equal
-from kmsbox.storage.base import AuditFilter, AuditRow, StorageBackend, Transaction
+from kmsbox.errors import StorageError
+from kmsbox.storage.base import AuditFilter, AuditRow, StaleAuditHead, StorageBackend, Transaction
 
 __all__ = ["ACTIONS", "RESULTS", "AuditEvent", "AuditLog", "AuditVerification", "Checkpoint"]
 
@@ -182,9 +183,8 @@ class AuditLog:
             raise ValueError(f"unknown audit action {action!r}")
         if result not in _RESULT_SET:
             raise ValueError(f"unknown audit result {result!r}")
-        seq, prev_mac = tx.audit_head()
         row = AuditRow(
-            seq + 1,
+            0,
             time.time(),
             namespace,
             name,
@@ -197,9 +197,16 @@ class AuditLog:
             self._key_version,
             b"",
         )
-        row.mac = self._mac.digest(prev_mac + _mac_input(row))
-        tx.append_audit(row)
-        return row.seq
+        for _ in range(2):  # a remembered head that moved on is read again, once
+            seq, prev_mac = tx.audit_head()
+            row.seq = seq + 1
+            row.mac = self._mac.digest(prev_mac + _mac_input(row))
+            try:
+                tx.append_audit(row)
+            except StaleAuditHead:
+                continue
+            return row.seq
+        raise StorageError("the audit chain head kept moving inside one transaction")
 
     def events(
         self, filters: AuditFilter | None = None, *, after: int = 0, limit: int = 100

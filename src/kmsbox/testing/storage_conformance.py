@@ -50,6 +50,7 @@ from kmsbox.storage.base import (
     NamespaceKeyRow,
     SecretRow,
     SecretVersionRow,
+    StaleAuditHead,
     StorageBackend,
     Transaction,
 )
@@ -996,13 +997,25 @@ class StorageBackendConformance:
         row = self._get(backend, NS, "race")
         assert row is not None and row.description == f"writer {won.index(True)}"
 
+    @staticmethod
+    def _append(tx: Transaction, **changes: Any) -> int:
+        """Append one event as AuditLog does: a remembered head that moved is read again."""
+        for _ in range(2):
+            seq, mac = tx.audit_head()
+            try:
+                tx.append_audit(audit_row(seq + 1, mac, **changes))
+            except StaleAuditHead:
+                continue
+            return seq + 1
+        raise AssertionError("the head was stale twice in one transaction")
+
     def test_concurrent_audit_appends_get_contiguous_sequence_numbers(self, backend: StorageBackend) -> None:
-        # audit_head locks the head until commit, so appenders queue and none conflicts.
+        # audit_head locks the head until commit, so appenders queue; one that answered
+        # from a remembered head learns it moved, reads it, and still never conflicts.
         def worker(i: int) -> None:
             for _ in range(PER_THREAD):
                 with backend.transaction() as tx:
-                    seq, mac = tx.audit_head()
-                    tx.append_audit(audit_row(seq + 1, mac, actor=f"thread-{i}"))
+                    self._append(tx, actor=f"thread-{i}")
 
         with ThreadPoolExecutor(THREADS) as pool:
             for future in [pool.submit(worker, i) for i in range(THREADS)]:
@@ -1017,3 +1030,37 @@ class StorageBackendConformance:
             previous = row.mac
         assert head == (rows[-1].seq, rows[-1].mac)
         assert {r.actor for r in rows} == {f"thread-{i}" for i in range(THREADS)}
+
+    def test_a_rolled_back_event_is_not_the_head(self, backend: StorageBackend) -> None:
+        with backend.transaction() as tx:
+            self._append(tx)
+        with pytest.raises(_Boom), backend.transaction() as tx:
+            self._append(tx)
+            raise _Boom
+        with backend.transaction() as tx:
+            assert self._append(tx) == 2
+        with backend.read() as tx:
+            rows = tx.audit_range(0, 10)
+        assert [r.seq for r in rows] == [1, 2]
+        assert rows[1].mac == chain_mac(rows[0].mac, 2)
+
+    def test_appenders_on_two_connections_keep_one_chain(
+        self, backend: StorageBackend, reopen: Callable[[], StorageBackend] | None
+    ) -> None:
+        if reopen is None:
+            pytest.skip("this backend cannot be reopened on the same storage")
+        other = reopen()
+        try:
+            for i in range(8):
+                with (backend if i % 3 else other).transaction() as tx:
+                    self._append(tx)
+            with other.read() as tx:
+                rows = tx.audit_range(0, 20)
+                assert tx.audit_head() == (8, rows[-1].mac)
+        finally:
+            other.close()
+        assert [r.seq for r in rows] == list(range(1, 9))
+        previous = b""
+        for row in rows:
+            assert row.mac == chain_mac(previous, row.seq), f"audit chain broken at seq {row.seq}"
+            previous = row.mac
