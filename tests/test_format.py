@@ -406,3 +406,11 @@ def test_audit_record_is_compact_sorted_json(fields: list[object]) -> None:
 def test_audit_record_refuses_values_json_cannot_hold() -> None:
     with pytest.raises(TypeError):
         fmt.encode_audit_record([object()])
+
+
+@given(st.text(max_size=40), st.text(max_size=40), st.integers(1, 2**31), st.integers(1, 2**32 - 1))
+def test_secret_aads_are_the_dek_and_value_aads(namespace: str, name: str, version: int, nkv: int) -> None:
+    assert fmt.secret_aads(namespace, name, version, nkv) == (
+        fmt.dek_aad(namespace, name, version, nkv),
+        fmt.value_aad(namespace, name, version),
+    )

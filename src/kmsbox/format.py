@@ -150,6 +150,19 @@ def value_aad(namespace: str, name: str, secret_version: int) -> bytes:
     return b"KB\x01val\x00\x03" + _field(_K_NAME, name) + _field(_K_NS, namespace) + _field(_K_V, str(secret_version))
 
 
+@functools.lru_cache(maxsize=4096)
+def secret_aads(namespace: str, name: str, secret_version: int, namespace_key_version: int) -> tuple[bytes, bytes]:
+    """``(dek_aad(...), value_aad(...))`` of one stored version, built together (both are
+    needed on every seal and open)."""
+    name_field = _field(_K_NAME, name)
+    ns_field = _field(_K_NS, namespace)
+    version_field = _field(_K_V, str(secret_version))
+    return (
+        b"KB\x01dek\x00\x04" + name_field + _field(_K_NKV, str(namespace_key_version)) + ns_field + version_field,
+        b"KB\x01val\x00\x03" + name_field + ns_field + version_field,
+    )
+
+
 # --- standalone engine messages ---------------------------------------------------
 
 
@@ -247,8 +260,13 @@ def encode_secret(
         or len(ciphertext) < TAG_SIZE
     ):
         raise ValueError("secret envelope fields have unsupported sizes")
+    return _secret_head(namespace_key_version) + dek_nonce + wrapped_dek + nonce + ciphertext
+
+
+@functools.lru_cache(maxsize=256)
+def _secret_head(namespace_key_version: int) -> bytes:
     head = _SECRET_HEAD.pack(MAGIC, FORMAT_VERSION, KIND_SECRET, namespace_key_version)
-    return head + _CRC.pack(zlib.crc32(head)) + dek_nonce + wrapped_dek + nonce + ciphertext
+    return head + _CRC.pack(zlib.crc32(head))
 
 
 @functools.lru_cache(maxsize=256)

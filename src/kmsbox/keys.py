@@ -121,11 +121,11 @@ def seal_secret(
     # One read of the random source for the DEK and both nonces.
     fresh = random_bytes(KEY_SIZE + 2 * NONCE_SIZE)
     dek, dek_nonce, nonce = fresh[:KEY_SIZE], fresh[KEY_SIZE : KEY_SIZE + NONCE_SIZE], fresh[KEY_SIZE + NONCE_SIZE :]
-    wrapped_dek = namespace_key.seal_with_nonce(
-        dek_nonce, dek, fmt.dek_aad(namespace, name, secret_version, namespace_key_version)
+    dek_aad, value_aad = fmt.secret_aads(namespace, name, secret_version, namespace_key_version)
+    wrapped_dek = namespace_key.seal_with_nonce(dek_nonce, dek, dek_aad)
+    return fmt.encode_secret(
+        namespace_key_version, dek_nonce, wrapped_dek, nonce, seal_once(dek, nonce, value, value_aad)
     )
-    ciphertext = seal_once(dek, nonce, value, fmt.value_aad(namespace, name, secret_version))
-    return fmt.encode_secret(namespace_key_version, dek_nonce, wrapped_dek, nonce, ciphertext)
 
 
 def open_secret(
@@ -144,8 +144,7 @@ def open_secret(
     IntegrityError for anything malformed, moved or altered.
     """
     nkv, dek_nonce, wrapped_dek, nonce, ciphertext = fmt.split_secret(blob)
-    dek_aad = fmt.dek_aad(namespace, name, secret_version, nkv)
-    value_aad = fmt.value_aad(namespace, name, secret_version)
+    dek_aad, value_aad = fmt.secret_aads(namespace, name, secret_version, nkv)
     if data_keys is None:
         return open_once(namespace_key_for(nkv).open(dek_nonce, wrapped_dek, dek_aad), nonce, ciphertext, value_aad)
     cache_key = (dek_aad, dek_nonce, wrapped_dek)

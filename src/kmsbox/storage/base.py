@@ -131,6 +131,11 @@ class Transaction(Protocol):
         """The secret's metadata row, locked for update when asked."""
         ...
 
+    def secret_for_write(self, namespace: str, name: str) -> tuple[int | None, SecretRow | None]:
+        """``(active_namespace_key_version(namespace), get_secret(..., for_update=True))``,
+        in one statement where the engine allows."""
+        ...
+
     def get_secret_with_blob(
         self, namespace: str, name: str, version: int | None
     ) -> tuple[SecretRow, SecretVersionRow | None] | None:

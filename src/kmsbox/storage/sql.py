@@ -175,6 +175,18 @@ class SqlTransaction:
         ).fetchone()
         return None if row is None else _secret(row)
 
+    def secret_for_write(self, namespace: str, name: str) -> tuple[int | None, SecretRow | None]:
+        """The namespace's active key version and the secret's row, locked: what a put reads."""
+        if self._d.for_update:  # row locks do not mix with the outer join below
+            return self.active_namespace_key_version(namespace), self.get_secret(namespace, name, for_update=True)
+        row = self._q(
+            "SELECT (SELECT MAX(version) FROM kmsbox_namespace_keys WHERE namespace = ? AND status = 'active'), "
+            f"{_SECRET_COLUMNS} FROM (SELECT 1) AS one "
+            "LEFT JOIN kmsbox_secrets ON namespace = ? AND name = ?",
+            (namespace, namespace, name),
+        ).fetchone()
+        return row[0], None if row[1] is None else _secret(row[1:])
+
     def get_secret_with_blob(
         self, namespace: str, name: str, version: int | None
     ) -> tuple[SecretRow, SecretVersionRow | None] | None:

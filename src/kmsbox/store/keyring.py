@@ -149,7 +149,10 @@ class NamespaceKeyring:
         Raises KeyUnavailable when the namespace has no active key (for example
         every version was marked compromised and none rotated in).
         """
-        version = tx.active_namespace_key_version(namespace)
+        return self.active_key(tx, namespace, tx.active_namespace_key_version(namespace))
+
+    def active_key(self, tx: Transaction, namespace: str, version: int | None) -> tuple[int, Aead]:
+        """:meth:`active` for an active version already read inside ``tx``."""
         if version is None:
             raise KeyUnavailable(f"namespace {namespace!r} has no active key: rotate one in")
         cached = self.cache.get((namespace, version))

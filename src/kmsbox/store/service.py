@@ -231,8 +231,8 @@ class SecretStore(DiagnosisMixin, ImportMixin):
         self.keyring.ensure(ns)
 
         def op(tx: Transaction) -> SecretInfo:
-            nk_version, nk = self.keyring.active(tx, ns)
-            existing = tx.get_secret(ns, name, for_update=True)
+            active, existing = tx.secret_for_write(ns, name)
+            nk_version, nk = self.keyring.active_key(tx, ns, active)
             if existing is not None:
                 # Metadata not given keeps its previous value.
                 if expires is not None:

@@ -411,6 +411,18 @@ class StorageBackendConformance:
             assert tx.get_secret(OTHER_NS, "gone") is not None
             assert len(tx.list_versions(OTHER_NS, "gone")) == 1
 
+    def test_secret_for_write_reads_the_active_key_and_the_row(self, backend: StorageBackend) -> None:
+        with backend.transaction() as tx:
+            assert tx.secret_for_write(NS, "s") == (None, None)
+            tx.insert_namespace_key(NamespaceKeyRow(NS, 1, "rotating", T0, T0, [_wrap("env://K")]))
+            tx.insert_namespace_key(NamespaceKeyRow(NS, 2, "active", T0, T0, [_wrap("env://K")]))
+            tx.insert_namespace_key(NamespaceKeyRow(OTHER_NS, 5, "active", T0, T0, [_wrap("env://K")]))
+            assert tx.secret_for_write(NS, "s") == (2, None)
+            tx.insert_secret(secret_row(NS, "s", labels={"k": "v"}), version_row(NS, "s", 1))
+            assert tx.secret_for_write(NS, "s") == (2, secret_row(NS, "s", labels={"k": "v"}))
+            assert tx.secret_for_write(OTHER_NS, "s") == (5, None)
+            assert tx.secret_for_write("conformance:none", "s") == (None, None)
+
     def test_insert_with_current_stores_the_version(self, backend: StorageBackend) -> None:
         secret, first = secret_row(NS, "one"), version_row(NS, "one", 1)
         with backend.transaction() as tx:
