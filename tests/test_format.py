@@ -414,3 +414,11 @@ def test_secret_aads_are_the_dek_and_value_aads(namespace: str, name: str, versi
         fmt.dek_aad(namespace, name, version, nkv),
         fmt.value_aad(namespace, name, version),
     )
+
+
+@settings(max_examples=300)
+@given(st.dictionaries(st.text(), _FIELDS, max_size=5))
+def test_sorted_json_encoder_matches_json_dumps(value: dict[str, object]) -> None:
+    assert fmt.sorted_json_encoder(compact=False, ensure_ascii=True)(value) == json.dumps(value, sort_keys=True)
+    compact = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    assert fmt.sorted_json_encoder(compact=True, ensure_ascii=False)(value) == compact

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from kmsbox.errors import ConfigError, ConflictError, StorageError
+from kmsbox.format import sorted_json_encoder
 from kmsbox.kek import WrappedKey
 from kmsbox.storage.base import (
     AuditFilter,
@@ -101,11 +102,11 @@ def _secret(row: Any) -> SecretRow:
     )
 
 
-_JSON = json.JSONEncoder(sort_keys=True)
+_encode_json = sorted_json_encoder(compact=False, ensure_ascii=True)  # json.dumps(..., sort_keys=True)
 
 
 def _json_object(value: Mapping[str, Any]) -> str:
-    return _JSON.encode(value) if value else "{}"
+    return _encode_json(value) if value else "{}"
 
 
 def _check_current(row: SecretRow, current: SecretVersionRow | None) -> None:
