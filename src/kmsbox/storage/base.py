@@ -132,8 +132,13 @@ class Transaction(Protocol):
         ...
 
     def secret_for_write(self, namespace: str, name: str) -> tuple[int | None, SecretRow | None]:
-        """``(active_namespace_key_version(namespace), get_secret(..., for_update=True))``,
-        in one statement where the engine allows."""
+        """``(active_namespace_key_version(namespace), get_secret(..., for_update=True))``."""
+        ...
+
+    def create_secret(self, row: SecretRow, current: SecretVersionRow, active_key_version: int) -> bool:
+        """Insert a new secret and its first version if the name is free and
+        ``active_key_version`` is the namespace's active key version; else change nothing
+        and return False."""
         ...
 
     def get_secret_with_blob(

@@ -178,15 +178,39 @@ class SqlTransaction:
 
     def secret_for_write(self, namespace: str, name: str) -> tuple[int | None, SecretRow | None]:
         """The namespace's active key version and the secret's row, locked: what a put reads."""
-        if self._d.for_update:  # row locks do not mix with the outer join below
-            return self.active_namespace_key_version(namespace), self.get_secret(namespace, name, for_update=True)
-        row = self._q(
-            "SELECT (SELECT MAX(version) FROM kmsbox_namespace_keys WHERE namespace = ? AND status = 'active'), "
-            f"{_SECRET_COLUMNS} FROM (SELECT 1) AS one "
-            "LEFT JOIN kmsbox_secrets ON namespace = ? AND name = ?",
-            (namespace, namespace, name),
-        ).fetchone()
-        return row[0], None if row[1] is None else _secret(row[1:])
+        return self.active_namespace_key_version(namespace), self.get_secret(namespace, name, for_update=True)
+
+    def create_secret(self, row: SecretRow, current: SecretVersionRow, active_key_version: int) -> bool:
+        """Insert a new secret with its first version in one statement, if no secret has the
+        name and ``active_key_version`` is still the namespace's active key; else False."""
+        _check_current(row, current)
+        cur = self._q(
+            f"INSERT INTO kmsbox_secrets ({_SECRET_COLUMNS}, {_CURRENT_COLUMNS}) "
+            "SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ? "
+            "WHERE (SELECT MAX(version) FROM kmsbox_namespace_keys WHERE namespace = ? AND status = 'active') = ? "
+            "ON CONFLICT (namespace, name) DO NOTHING",
+            (
+                row.namespace,
+                row.name,
+                row.version,
+                row.status,
+                row.created_at,
+                row.updated_at,
+                row.expires_at,
+                row.category,
+                row.description,
+                _json_object(row.labels),
+                row.access_count,
+                row.last_accessed_at,
+                row.row_version,
+                current.namespace_key_version,
+                current.created_at,
+                current.blob,
+                row.namespace,
+                active_key_version,
+            ),
+        )
+        return bool(cur.rowcount == 1)
 
     def get_secret_with_blob(
         self, namespace: str, name: str, version: int | None

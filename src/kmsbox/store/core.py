@@ -83,6 +83,18 @@ class StoreCore:
         tx.update_secret(row, expected, current)
         return row, "update"
 
+    def _create(self, tx: Transaction, fresh: SecretRow, payload: bytes, now: float) -> int | None:
+        """Insert ``fresh`` as version 1 in one statement, sealed under the namespace key
+        last seen active; the key version used, or None (the name is taken, the key moved
+        on or is not cached) and nothing written."""
+        guess = self.keyring.last_active(fresh.namespace)
+        if guess is None:
+            return None
+        nk_version, nk = guess
+        blob = seal_secret(nk, nk_version, fresh.namespace, fresh.name, 1, payload)
+        current = SecretVersionRow(fresh.namespace, fresh.name, 1, blob, nk_version, now)
+        return nk_version if tx.create_secret(fresh, current, nk_version) else None
+
     def namespaces(self) -> list[str]:
         """Every namespace that has a key."""
         with self.backend.read() as tx:

@@ -47,6 +47,7 @@ class NamespaceKeyring:
         self.cache = cache
         self._by_uri = {k.uri: k for k in self.keks}
         self._known: set[str] = set()  # namespaces seen with a key (keys are never all deleted)
+        self._last_active: dict[str, int] = {}
 
     @property
     def primary(self) -> KekProvider:
@@ -117,6 +118,15 @@ class NamespaceKeyring:
 
         return lookup
 
+    def last_active(self, namespace: str) -> tuple[int, Aead] | None:
+        """The active key version this keyring last read for ``namespace`` and its cached key:
+        a guess, for writes that check it in the same statement (None if unknown or evicted)."""
+        version = self._last_active.get(namespace)
+        if version is None:
+            return None
+        key = self.cache.get((namespace, version))
+        return None if key is None else (version, key)
+
     def ensure(self, namespace: str) -> None:
         """Create the first namespace key of ``namespace`` if it has none.
 
@@ -141,6 +151,7 @@ class NamespaceKeyring:
         except ConflictError:
             return
         self._known.add(namespace)
+        self._last_active[namespace] = 1
         self.cache.put((namespace, 1), Aead(key))
 
     def active(self, tx: Transaction, namespace: str) -> tuple[int, Aead]:
@@ -155,6 +166,7 @@ class NamespaceKeyring:
         """:meth:`active` for an active version already read inside ``tx``."""
         if version is None:
             raise KeyUnavailable(f"namespace {namespace!r} has no active key: rotate one in")
+        self._last_active[namespace] = version
         cached = self.cache.get((namespace, version))
         if cached is not None:
             return version, cached

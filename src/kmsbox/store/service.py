@@ -44,6 +44,7 @@ _TYPE_STR = b"s"
 _WRITE_RETRIES = 20
 _ACCESS_FLUSH_ENTRIES = 16384
 _ACCESS_FLUSH_SECONDS = 1.0
+_RECENT_NAMES = 16384
 T = TypeVar("T")
 
 Expiry = _dt.datetime | _dt.timedelta | float | int | None
@@ -158,6 +159,7 @@ class SecretStore(DiagnosisMixin, ImportMixin):
         self.max_value_size = max_value_size
         self.batch_size = batch_size
         self._access: dict[tuple[str, str], tuple[int, float]] = {}
+        self._recent: dict[tuple[str, str], None] = {}  # names known to exist (bounded)
         self._access_lock = threading.Lock()
         self._access_flushed = time.time()
         self._closed = False
@@ -231,6 +233,24 @@ class SecretStore(DiagnosisMixin, ImportMixin):
         self.keyring.ensure(ns)
 
         def op(tx: Transaction) -> SecretInfo:
+            fresh = SecretRow(ns, name, 1, "active", now, now, expires_at, category, description, clean_labels or {})
+            # A name this store has not just seen is most likely new: try the one-statement create.
+            if (ns, name) not in self._recent:
+                created = self._create(tx, fresh, payload, now)
+                if created is not None:
+                    self.audit.append(
+                        tx,
+                        action="create",
+                        result="success",
+                        namespace=ns,
+                        name=name,
+                        secret_version=1,
+                        actor=who,
+                        context=req,
+                        detail={"namespace_key_version": created},
+                    )
+                    self._remember(ns, name)
+                    return _info(fresh)
             active, existing = tx.secret_for_write(ns, name)
             nk_version, nk = self.keyring.active_key(tx, ns, active)
             if existing is not None:
@@ -243,8 +263,8 @@ class SecretStore(DiagnosisMixin, ImportMixin):
                     existing.description = description
                 if clean_labels is not None:
                     existing.labels = clean_labels
-            fresh = SecretRow(ns, name, 1, "active", now, now, expires_at, category, description, clean_labels or {})
             row, action = self._write_version(tx, existing, fresh, payload, (nk_version, nk), now)
+            self._remember(ns, name)
             self.audit.append(
                 tx,
                 action=action,
@@ -447,6 +467,7 @@ class SecretStore(DiagnosisMixin, ImportMixin):
         # Access counts are buffered and written in batches (the audit event, when
         # reads are audited, is the durable record of this read).
         self._note_access(ns, name)
+        self._remember(ns, name)
         return outcome
 
     def _read(
@@ -604,6 +625,12 @@ class SecretStore(DiagnosisMixin, ImportMixin):
         ]
 
     # --- access tracking ----------------------------------------------------------------
+
+    def _remember(self, ns: str, name: str) -> None:
+        # Only a hint for put (which path to try first); cleared whole when full.
+        if len(self._recent) >= _RECENT_NAMES:
+            self._recent.clear()
+        self._recent[(ns, name)] = None
 
     def _pending_access(self, ns: str, name: str) -> int:
         # A lock-free peek (one dict read is atomic): the count is for display only.

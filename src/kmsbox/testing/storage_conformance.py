@@ -423,6 +423,23 @@ class StorageBackendConformance:
             assert tx.secret_for_write(OTHER_NS, "s") == (5, None)
             assert tx.secret_for_write("conformance:none", "s") == (None, None)
 
+    def test_create_secret_only_when_the_name_is_free_and_the_key_is_active(self, backend: StorageBackend) -> None:
+        with backend.transaction() as tx:
+            tx.insert_namespace_key(NamespaceKeyRow(NS, 1, "rotating", T0, T0, [_wrap("env://K")]))
+            tx.insert_namespace_key(NamespaceKeyRow(NS, 2, "active", T0, T0, [_wrap("env://K")]))
+        first = version_row(NS, "s", 1, namespace_key_version=2)
+        with backend.transaction() as tx:
+            assert tx.create_secret(secret_row(NS, "s"), first, 2) is True
+            # Taken: nothing changes.
+            assert tx.create_secret(secret_row(NS, "s", description="x"), version_row(NS, "s", 1, 2, b"x"), 2) is False
+            # A key version that is not the active one: nothing is written.
+            assert tx.create_secret(secret_row(NS, "t"), version_row(NS, "t", 1, 1), 1) is False
+            assert tx.create_secret(secret_row(OTHER_NS, "t"), version_row(OTHER_NS, "t", 1, 1), 1) is False
+        with backend.read() as tx:
+            assert tx.get_secret_with_blob(NS, "s", None) == (secret_row(NS, "s"), first)
+            assert tx.get_secret(NS, "t") is None
+            assert tx.get_secret(OTHER_NS, "t") is None
+
     def test_insert_with_current_stores_the_version(self, backend: StorageBackend) -> None:
         secret, first = secret_row(NS, "one"), version_row(NS, "one", 1)
         with backend.transaction() as tx:
