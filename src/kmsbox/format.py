@@ -154,13 +154,20 @@ def value_aad(namespace: str, name: str, secret_version: int) -> bytes:
 def secret_aads(namespace: str, name: str, secret_version: int, namespace_key_version: int) -> tuple[bytes, bytes]:
     """``(dek_aad(...), value_aad(...))`` of one stored version, built together (both are
     needed on every seal and open)."""
-    name_field = _field(_K_NAME, name)
-    ns_field = _field(_K_NS, namespace)
-    version_field = _field(_K_V, str(secret_version))
+    name_field = _field(_K_NAME, name)  # new with each name; the other three repeat
+    ns_field = _cached_field(_K_NS, namespace)
+    version_field = _cached_field(_K_V, str(secret_version))
     return (
-        b"KB\x01dek\x00\x04" + name_field + _field(_K_NKV, str(namespace_key_version)) + ns_field + version_field,
+        b"KB\x01dek\x00\x04"
+        + name_field
+        + _cached_field(_K_NKV, str(namespace_key_version))
+        + ns_field
+        + version_field,
         b"KB\x01val\x00\x03" + name_field + ns_field + version_field,
     )
+
+
+_cached_field = functools.lru_cache(maxsize=1024)(_field)
 
 
 # --- standalone engine messages ---------------------------------------------------

@@ -46,6 +46,23 @@ _AUDIT_COLUMNS = (
 )
 
 
+# The statements of every put and get, built once (an f-string in the call would be
+# rebuilt and rehashed on each).
+_GET_SECRET = f"SELECT {_SECRET_COLUMNS} FROM kmsbox_secrets WHERE namespace = ? AND name = ?"
+_GET_CURRENT = f"SELECT {_SECRET_TAIL}, {_CURRENT_COLUMNS} FROM kmsbox_secrets WHERE namespace = ? AND name = ?"
+_INSERT_SECRET = (
+    f"INSERT INTO kmsbox_secrets ({_SECRET_COLUMNS}, {_CURRENT_COLUMNS}) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+_CREATE_SECRET = (
+    f"INSERT INTO kmsbox_secrets ({_SECRET_COLUMNS}, {_CURRENT_COLUMNS}) "
+    "SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ? "
+    "WHERE (SELECT MAX(version) FROM kmsbox_namespace_keys WHERE namespace = ? AND status = 'active') = ? "
+    "ON CONFLICT (namespace, name) DO NOTHING"
+)
+_INSERT_EVENT = f"INSERT INTO kmsbox_audit_events ({_AUDIT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+
+
 @dataclass(frozen=True)
 class Dialect:
     """What differs between SQL engines."""
@@ -170,10 +187,8 @@ class SqlTransaction:
 
     def get_secret(self, namespace: str, name: str, *, for_update: bool = False) -> SecretRow | None:
         """The metadata row, locked when asked (where the engine has row locks)."""
-        suffix = self._d.for_update if for_update else ""
-        row = self._q(
-            f"SELECT {_SECRET_COLUMNS} FROM kmsbox_secrets WHERE namespace = ? AND name = ?{suffix}", (namespace, name)
-        ).fetchone()
+        sql = _GET_SECRET + self._d.for_update if for_update else _GET_SECRET
+        row = self._q(sql, (namespace, name)).fetchone()
         return None if row is None else _secret(row)
 
     def secret_for_write(self, namespace: str, name: str) -> tuple[int | None, SecretRow | None]:
@@ -185,10 +200,7 @@ class SqlTransaction:
         name and ``active_key_version`` is still the namespace's active key; else False."""
         _check_current(row, current)
         cur = self._q(
-            f"INSERT INTO kmsbox_secrets ({_SECRET_COLUMNS}, {_CURRENT_COLUMNS}) "
-            "SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ? "
-            "WHERE (SELECT MAX(version) FROM kmsbox_namespace_keys WHERE namespace = ? AND status = 'active') = ? "
-            "ON CONFLICT (namespace, name) DO NOTHING",
+            _CREATE_SECRET,
             (
                 row.namespace,
                 row.name,
@@ -216,10 +228,7 @@ class SqlTransaction:
         self, namespace: str, name: str, version: int | None
     ) -> tuple[SecretRow, SecretVersionRow | None] | None:
         """Metadata and one version: one statement for the current version."""
-        tail = self._q(
-            f"SELECT {_SECRET_TAIL}, {_CURRENT_COLUMNS} FROM kmsbox_secrets WHERE namespace = ? AND name = ?",
-            (namespace, name),
-        ).fetchone()
+        tail = self._q(_GET_CURRENT, (namespace, name)).fetchone()
         if tail is None:
             return None
         row = (namespace, name, *tail)
@@ -243,8 +252,7 @@ class SqlTransaction:
         """Insert a new secret row, with its current version when given (one statement)."""
         _check_current(row, current)
         self._insert(
-            f"INSERT INTO kmsbox_secrets ({_SECRET_COLUMNS}, {_CURRENT_COLUMNS}) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            _INSERT_SECRET,
             (
                 row.namespace,
                 row.name,
@@ -612,7 +620,7 @@ class SqlTransaction:
 
     def _append_audit(self, row: AuditRow) -> None:
         self._insert(
-            f"INSERT INTO kmsbox_audit_events ({_AUDIT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            _INSERT_EVENT,
             (
                 row.seq,
                 row.time,
