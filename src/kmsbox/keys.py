@@ -35,7 +35,7 @@ class CacheStats:
 @dataclass
 class _Entry(Generic[V]):
     value: V
-    created: float
+    expires: float  # on the cache's clock
     uses: int = 0
 
 
@@ -82,7 +82,7 @@ class KeyCache(Generic[V]):
         if entry is None:
             self.stats.misses += 1
             return None
-        if entry.uses >= self.max_uses or self._clock() - entry.created >= self.max_age:
+        if entry.uses >= self.max_uses or self._clock() >= entry.expires:
             with self._lock:
                 if self._entries.get(key) is entry:
                     del self._entries[key]
@@ -96,7 +96,7 @@ class KeyCache(Generic[V]):
     def put(self, key: Hashable, value: V) -> V:
         """Cache ``value`` under ``key`` (evicting the oldest entries if full)."""
         with self._lock:
-            self._entries[key] = _Entry(value, self._clock())
+            self._entries[key] = _Entry(value, self._clock() + self.max_age)
             self._entries.move_to_end(key)
             while len(self._entries) > self.max_entries:
                 self._entries.popitem(last=False)
@@ -134,23 +134,29 @@ def open_secret(
     namespace: str,
     name: str,
     secret_version: int,
-    data_keys: KeyCache[Aead] | None = None,
+    data_keys: KeyCache[tuple[Aead, Aead]] | None = None,
 ) -> bytes:
     """Decrypt a stored blob. ``namespace_key_for(version)`` supplies the namespace key.
 
     ``data_keys``, when given, keeps unwrapped DEKs for later reads of the same
     version. It is keyed by the wrapped DEK *and* its associated data, so a blob
-    moved to another row misses it and fails exactly as without it. Raises
-    IntegrityError for anything malformed, moved or altered.
+    moved to another row misses it and fails exactly as without it; and an entry is
+    used only while the namespace key that unwrapped it is the one still supplied, so
+    it never outlives that key. Raises IntegrityError for anything malformed, moved
+    or altered.
     """
     nkv, dek_nonce, wrapped_dek, nonce, ciphertext = fmt.split_secret(blob)
     dek_aad, value_aad = fmt.secret_aads(namespace, name, secret_version, nkv)
+    namespace_key = namespace_key_for(nkv)
     if data_keys is None:
-        return open_once(namespace_key_for(nkv).open(dek_nonce, wrapped_dek, dek_aad), nonce, ciphertext, value_aad)
+        return open_once(namespace_key.open(dek_nonce, wrapped_dek, dek_aad), nonce, ciphertext, value_aad)
     cache_key = (dek_aad, dek_nonce, wrapped_dek)
-    data_key = data_keys.get(cache_key)
-    if data_key is None:
-        data_key = data_keys.put(cache_key, Aead(namespace_key_for(nkv).open(dek_nonce, wrapped_dek, dek_aad)))
+    cached = data_keys.get(cache_key)
+    if cached is not None and cached[0] is namespace_key:
+        data_key = cached[1]
+    else:
+        data_key = Aead(namespace_key.open(dek_nonce, wrapped_dek, dek_aad))
+        data_keys.put(cache_key, (namespace_key, data_key))
     return data_key.open(nonce, ciphertext, value_aad)
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import sqlite3
 import threading
 import time
@@ -13,7 +15,9 @@ import pytest
 from kmsbox.errors import ConfigError, StorageError
 from kmsbox.storage import StorageBackend, open_storage
 from kmsbox.storage.migrations import SCHEMA_VERSION
+from kmsbox.storage.sql import SqlTransaction
 from kmsbox.storage.sqlite import SqliteBackend
+from kmsbox.store.audit import AuditLog
 from kmsbox.testing.storage_conformance import StorageBackendConformance, secret_row
 
 
@@ -175,3 +179,27 @@ def test_sqlite_writers_queue_within_busy_timeout(sqlite_url: str) -> None:
 def test_memory_url_with_a_path_is_config_error() -> None:
     with pytest.raises(ConfigError):
         open_storage("memory://somewhere")
+
+
+def test_a_transaction_sqlite_rolled_back_by_itself_is_an_error_not_a_commit(sqlite_url: str) -> None:
+    # SQLITE_FULL (and I/O errors) roll the whole transaction back; a caller that
+    # swallows the error must not get a silent empty commit, nor a remembered audit head.
+    backend = open_storage(sqlite_url)
+    log = AuditLog(backend, os.urandom(32))
+    try:
+        with backend.transaction() as tx:
+            log.append(tx, action="create", result="success")
+        with pytest.raises(StorageError, match="rolled this transaction back"), backend.transaction() as tx:
+            log.append(tx, action="update", result="success")
+            assert isinstance(tx, SqlTransaction)
+            with contextlib.suppress(StorageError, sqlite3.DatabaseError):
+                tx._q("PRAGMA max_page_count = 1")
+                tx._q("INSERT INTO kmsbox_jobs VALUES ('j', 'k', ?, 0)", ("x" * 100_000,))
+            tx._q("PRAGMA max_page_count = 1073741823")
+        with backend.transaction() as tx:
+            assert log.append(tx, action="delete", result="success") == 2
+        verification = log.verify()
+        assert verification.ok, verification.problems
+        assert [e.action for e in log.events()[0]] == ["create", "delete"]
+    finally:
+        backend.close()

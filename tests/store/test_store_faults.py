@@ -23,6 +23,7 @@ from kmsbox.store.audit import Checkpoint
 from kmsbox.store.names import MAX_NAME, MAX_NAMESPACE, NAME_PATTERN, NAMESPACE_PATTERN
 from kmsbox.store.service import SecretStore
 from kmsbox.testing.counting import CountingKek
+from kmsbox.testing.fake_kek import FakeKek
 from kmsbox.testing.tamper import read_blob, write_blob
 
 Opener = Callable[..., SecretStore]
@@ -682,3 +683,19 @@ def test_data_key_cache_can_be_turned_off(kek_uri: str, sqlite_url: str) -> None
         store.put("s", "v", namespace="ns")
         assert store.data_keys is None
         assert store.get("s", namespace="ns").value == "v"
+
+
+def test_a_cached_data_key_never_outlives_its_namespace_key() -> None:
+    # Once the namespace key leaves its cache and the KEK can no longer unwrap it, a
+    # read fails even for a version whose DEK is still in the data-key cache.
+    kek = FakeKek()
+    with SecretStore(open_storage("memory://"), [kek]) as store:
+        store.put("s", "v", namespace="ns")
+        assert store.get("s", namespace="ns").value == "v"
+        assert store.data_keys is not None and len(store.data_keys) == 1
+        first = kek.primary_version()
+        kek.rotate()
+        kek.destroy_version(first)
+        store.keyring.cache.clear()  # the namespace key's cache lifetime is over
+        with pytest.raises(KeyUnavailable):
+            store.get("s", namespace="ns")

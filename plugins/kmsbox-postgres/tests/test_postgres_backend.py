@@ -17,6 +17,7 @@ from kmsbox_postgres.testing import with_query
 
 from kmsbox.errors import ConfigError, ConflictError, StorageError
 from kmsbox.storage import StorageBackend, open_storage
+from kmsbox.storage.base import NamespaceKeyRow
 from kmsbox.storage.migrations import SCHEMA_VERSION
 from kmsbox.storage.sql import SqlBackend
 from kmsbox.testing.storage_conformance import StorageBackendConformance, secret_row, version_row
@@ -399,3 +400,39 @@ def test_processes_doing_compare_and_set_increments_lose_no_update(postgres_url:
         assert (row.version, row.row_version) == (1 + 4 * per_process, 1 + 4 * per_process)
     finally:
         backend.close()
+
+
+# --- a put racing a key compromise ---------------------------------------------------------------
+
+
+def test_a_create_waits_for_a_concurrent_compromise_and_is_refused(postgres_url: str) -> None:
+    # The one-statement create share-locks the key row it relies on: a compromise that
+    # has changed that row but not committed is waited for, then seen.
+    marker, writer = open_storage(postgres_url), open_storage(postgres_url)
+    try:
+        with marker.transaction() as tx:
+            tx.insert_namespace_key(NamespaceKeyRow(NS, 1, "active", 1.0, 1.0, []))
+        outcome: dict[str, Any] = {}
+        started = threading.Event()
+
+        def create() -> None:
+            with writer.transaction() as tx:
+                started.set()
+                outcome["created"] = tx.create_secret(secret_row(NS, "s"), version_row(NS, "s", 1, 1), 1)
+                outcome["active"] = tx.secret_for_write(NS, "s")[0]
+
+        with marker.transaction() as tx:
+            tx.set_namespace_key_status(NS, 1, "compromised", 2.0)
+            tx.insert_namespace_key(NamespaceKeyRow(NS, 2, "active", 2.0, 2.0, []))
+            thread = threading.Thread(target=create)
+            thread.start()
+            started.wait(5)
+            thread.join(0.5)
+            assert thread.is_alive(), "the create did not wait for the key row"
+        thread.join(10)
+        assert outcome == {"created": False, "active": 2}
+        with writer.read() as tx:
+            assert tx.get_secret(NS, "s") is None
+    finally:
+        marker.close()
+        writer.close()

@@ -47,6 +47,9 @@ class MemoryBackend(SqlBackend):
     def _begin(self, conn: Any, write: bool) -> None:
         conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
 
+    def _lost_transaction(self, conn: Any) -> bool:
+        return not conn.in_transaction
+
     def _commit(self, conn: Any) -> None:
         conn.execute("COMMIT")
 

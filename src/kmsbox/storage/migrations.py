@@ -92,6 +92,10 @@ MIGRATIONS: list[list[Statement]] = [
     # both are clustered on their primary key (WITHOUT ROWID) and carry no secondary
     # index, so a write dirties one page per table instead of two or three.
     [
+        # Writers still running older code must wait, not write into tables being moved:
+        # the copies below would not see what they commit (SQLite's migration transaction
+        # already holds the write lock).
+        ("postgres", "LOCK TABLE kmsbox_secrets, kmsbox_secret_versions IN EXCLUSIVE MODE"),
         """CREATE TABLE kmsbox_secrets_v2 (
             namespace TEXT NOT NULL,
             name TEXT NOT NULL,

@@ -7,6 +7,7 @@ holds every statement, written once with ``?`` placeholders.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import threading
 from abc import ABC, abstractmethod
@@ -54,12 +55,29 @@ _INSERT_SECRET = (
     f"INSERT INTO kmsbox_secrets ({_SECRET_COLUMNS}, {_CURRENT_COLUMNS}) "
     "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
-_CREATE_SECRET = (
-    f"INSERT INTO kmsbox_secrets ({_SECRET_COLUMNS}, {_CURRENT_COLUMNS}) "
-    "SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ? "
-    "WHERE (SELECT MAX(version) FROM kmsbox_namespace_keys WHERE namespace = ? AND status = 'active') = ? "
-    "ON CONFLICT (namespace, name) DO NOTHING"
-)
+
+
+@functools.lru_cache(maxsize=4)
+def _create_secret_sql(for_share: str) -> str:
+    # The key row is share-locked (where the engine has row locks) so that a rotation
+    # or compromise committing meanwhile is waited for and seen, never written past.
+    return (
+        f"INSERT INTO kmsbox_secrets ({_SECRET_COLUMNS}, {_CURRENT_COLUMNS}) "
+        "SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ? WHERE EXISTS (SELECT 1 FROM kmsbox_namespace_keys "
+        f"WHERE namespace = ? AND version = ? AND status = 'active'{for_share}) AND NOT EXISTS (SELECT 1 FROM "
+        "kmsbox_namespace_keys WHERE namespace = ? AND version > ? AND status = 'active') "
+        "ON CONFLICT (namespace, name) DO NOTHING"
+    )
+
+
+@functools.lru_cache(maxsize=4)
+def _active_key_sql(for_share: str) -> str:
+    return (
+        "SELECT version FROM kmsbox_namespace_keys WHERE namespace = ? AND status = 'active' "
+        f"ORDER BY version DESC LIMIT 1{for_share}"
+    )
+
+
 _INSERT_EVENT = f"INSERT INTO kmsbox_audit_events ({_AUDIT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 
 
@@ -75,6 +93,7 @@ class Dialect:
     empty_blob: str = "X''"
     without_rowid: str = ""
     for_update: str = ""
+    for_share: str = ""
     #: Write transactions are serialised, so a connection may remember the audit head it wrote.
     caches_audit_head: bool = False
     is_conflict: Callable[[BaseException], bool] = field(default=lambda exc: False)
@@ -200,7 +219,7 @@ class SqlTransaction:
         name and ``active_key_version`` is still the namespace's active key; else False."""
         _check_current(row, current)
         cur = self._q(
-            _CREATE_SECRET,
+            _create_secret_sql(self._d.for_share),
             (
                 row.namespace,
                 row.name,
@@ -218,6 +237,8 @@ class SqlTransaction:
                 current.namespace_key_version,
                 current.created_at,
                 current.blob,
+                row.namespace,
+                active_key_version,
                 row.namespace,
                 active_key_version,
             ),
@@ -251,6 +272,13 @@ class SqlTransaction:
     def insert_secret(self, row: SecretRow, current: SecretVersionRow | None = None) -> None:
         """Insert a new secret row, with its current version when given (one statement)."""
         _check_current(row, current)
+        if current is None:
+            self._insert_secret(row, None)
+            self._promote_from_history(row.namespace, row.name)  # a version stored before its row
+            return
+        self._insert_secret(row, current)
+
+    def _insert_secret(self, row: SecretRow, current: SecretVersionRow | None) -> None:
         self._insert(
             _INSERT_SECRET,
             (
@@ -278,7 +306,8 @@ class SqlTransaction:
         """Compare-and-set on ``row_version``.
 
         When ``row.version`` changes, the stored current version moves to the history;
-        ``current`` (the envelope of ``row.version``) then takes its place.
+        ``current`` (the envelope of ``row.version``, a version not stored yet) then
+        takes its place.
         """
         _check_current(row, current)
         key = (row.namespace, row.name)
@@ -541,10 +570,8 @@ class SqlTransaction:
 
     def active_namespace_key_version(self, namespace: str) -> int | None:
         """The active namespace-key version (the newest if several), or None."""
-        row = self._q(
-            "SELECT MAX(version) FROM kmsbox_namespace_keys WHERE namespace = ? AND status = 'active'", (namespace,)
-        ).fetchone()
-        return None if row is None or row[0] is None else int(row[0])
+        row = self._q(_active_key_sql(self._d.for_share), (namespace,)).fetchone()
+        return None if row is None else int(row[0])
 
     def set_namespace_key_status(self, namespace: str, version: int, status: str, at: float) -> None:
         """Change a key version's status."""
@@ -712,19 +739,22 @@ class _TxScope:
         conn = backend._connection()
         local.active = True
         try:
-            backend._begin(conn, self._write)
-        except Exception as exc:
+            if self._write or not backend.autocommit_reads:
+                backend._begin(conn, self._write)
+            # One cursor per thread and connection, reused by every transaction on it.
+            tx: SqlTransaction | None = getattr(local, "tx", None)
+            if tx is None or tx._conn is not conn:
+                tx = local.tx = SqlTransaction(conn.cursor(), backend.dialect, conn)
+        except BaseException as exc:
             local.active = False
-            mapped = backend._storage_error(exc)
+            with contextlib.suppress(Exception):
+                backend._rollback(conn)
+            mapped = backend._storage_error(exc) if isinstance(exc, Exception) else None
             if mapped is None:
                 raise
             raise mapped from exc
-        self._conn = conn
-        # One cursor per thread and connection, reused by every transaction on it.
-        tx: SqlTransaction | None = getattr(local, "tx", None)
-        if tx is None or tx._conn is not conn:
-            tx = local.tx = SqlTransaction(conn.cursor(), backend.dialect, conn)
         tx._writing = self._write
+        self._conn = conn
         self._tx = tx
         return tx
 
@@ -733,7 +763,12 @@ class _TxScope:
         try:
             if exc is None:
                 try:
-                    backend._commit(self._conn)
+                    if self._write:
+                        if backend._lost_transaction(self._conn):
+                            raise StorageError("the database rolled this transaction back on an error caught inside it")
+                        backend._commit(self._conn)
+                    elif not backend.autocommit_reads:
+                        backend._commit(self._conn)
                     return
                 except BaseException as commit_error:
                     exc = commit_error
@@ -760,6 +795,8 @@ class SqlBackend(ABC):
     """
 
     dialect: Dialect
+    #: Reads run statement by statement with no BEGIN/COMMIT (each sees committed data).
+    autocommit_reads = False
 
     def __init__(self, url: str) -> None:
         self.url = url
@@ -789,6 +826,10 @@ class SqlBackend(ABC):
 
     def _rollback(self, conn: Any) -> None:
         conn.rollback()
+
+    def _lost_transaction(self, conn: Any) -> bool:
+        """True if the engine ended a write transaction by itself (nothing to commit)."""
+        return False
 
     def _lock_for_migration(self, tx: SqlTransaction) -> None:  # noqa: B027 - optional hook
         """Serialise concurrent migrations (SQLite's write lock already does)."""

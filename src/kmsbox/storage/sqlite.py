@@ -34,6 +34,9 @@ class SqliteBackend(SqlBackend):
     """SQLite file storage. ``busy_timeout`` is how long a writer waits for the lock (seconds)."""
 
     dialect = SQLITE_DIALECT
+    # Reads run in autocommit: each statement sees its own committed snapshot, the same
+    # guarantee as PostgreSQL's READ COMMITTED, without BEGIN/COMMIT.
+    autocommit_reads = True
 
     def __init__(self, url: str, path: str, *, busy_timeout: float = 60.0) -> None:
         self.path = path
@@ -57,9 +60,7 @@ class SqliteBackend(SqlBackend):
         return conn
 
     def _begin(self, conn: Any, write: bool) -> None:
-        if not write:
-            # Reads run in autocommit: each statement sees its own committed snapshot,
-            # the same guarantee as PostgreSQL's READ COMMITTED, without BEGIN/COMMIT.
+        if not write:  # not called for reads (autocommit_reads); kept for direct callers
             return
         # Writers queue on the lock: retry BEGIN IMMEDIATE past sqlite's own busy
         # wait so that "database is locked" never reaches the caller early.
@@ -76,6 +77,11 @@ class SqliteBackend(SqlBackend):
                     raise StorageError(f"SQLite store {self.path} stayed locked for {self.busy_timeout:.0f}s") from exc
                 time.sleep(delay)
                 delay = min(delay * 2, 0.05)
+
+    def _lost_transaction(self, conn: Any) -> bool:
+        # SQLite rolls back by itself on some errors (full disk, I/O): a caller that
+        # caught one must not get a silent, empty "commit".
+        return not conn.in_transaction
 
     def _commit(self, conn: Any) -> None:
         if conn.in_transaction:

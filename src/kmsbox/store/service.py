@@ -148,10 +148,11 @@ class SecretStore(DiagnosisMixin, ImportMixin):
     ) -> None:
         self.backend = backend
         self.keyring = NamespaceKeyring(backend, keks, cache or KeyCache(max_age=300.0, max_entries=4096))
-        # Unwrapped DEKs of recent reads, no longer-lived than the namespace keys that
-        # unwrap them (which are in memory anyway); 0 turns it off.
-        self.data_keys: KeyCache[Aead] | None = (
-            KeyCache(max_age=self.keyring.cache.max_age, max_entries=data_key_cache_size)
+        # Unwrapped DEKs of recent reads, each used only while the namespace key that
+        # unwrapped it is still the cached one (which is in memory anyway); 0 turns it off.
+        key_cache = self.keyring.cache
+        self.data_keys: KeyCache[tuple[Aead, Aead]] | None = (
+            KeyCache(max_age=key_cache.max_age, max_uses=key_cache.max_uses, max_entries=data_key_cache_size)
             if data_key_cache_size
             else None
         )
@@ -688,6 +689,8 @@ class SecretStore(DiagnosisMixin, ImportMixin):
             self.flush_access()
         finally:
             self._closed = True
+            if self.data_keys is not None:
+                self.data_keys.clear()
             self.backend.close()
             for kek in self.keyring.keks:
                 kek.close()

@@ -440,6 +440,15 @@ class StorageBackendConformance:
             assert tx.get_secret(NS, "t") is None
             assert tx.get_secret(OTHER_NS, "t") is None
 
+    def test_a_version_stored_before_its_row_becomes_current(self, backend: StorageBackend) -> None:
+        with backend.transaction() as tx:
+            tx.insert_version(version_row(NS, "early", 1))
+            tx.insert_secret(secret_row(NS, "early"))
+        with backend.read() as tx:
+            assert tx.get_secret_with_blob(NS, "early", None) == (secret_row(NS, "early"), version_row(NS, "early", 1))
+            assert [v.version for v in tx.list_versions(NS, "early")] == [1]
+            assert tx.count_versions_by_key(NS) == {1: 1}
+
     def test_insert_with_current_stores_the_version(self, backend: StorageBackend) -> None:
         secret, first = secret_row(NS, "one"), version_row(NS, "one", 1)
         with backend.transaction() as tx:

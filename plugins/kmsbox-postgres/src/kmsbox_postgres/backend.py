@@ -54,6 +54,7 @@ POSTGRES_DIALECT = Dialect(
     bigint="BIGINT",
     empty_blob="'\\x'::bytea",
     for_update=" FOR UPDATE",
+    for_share=" FOR SHARE",
     is_conflict=_is_conflict,
 )
 
