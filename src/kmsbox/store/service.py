@@ -233,38 +233,7 @@ class SecretStore(DiagnosisMixin, ImportMixin):
         who, req = self._who(actor, request)
         self.keyring.ensure(ns)
 
-        def op(tx: Transaction) -> SecretInfo:
-            fresh = SecretRow(ns, name, 1, "active", now, now, expires_at, category, description, clean_labels or {})
-            # A name this store has not just seen is most likely new: try the one-statement create.
-            if (ns, name) not in self._recent:
-                created = self._create(tx, fresh, payload, now)
-                if created is not None:
-                    self.audit.append(
-                        tx,
-                        action="create",
-                        result="success",
-                        namespace=ns,
-                        name=name,
-                        secret_version=1,
-                        actor=who,
-                        context=req,
-                        detail={"namespace_key_version": created},
-                    )
-                    self._remember(ns, name)
-                    return _info(fresh)
-            active, existing = tx.secret_for_write(ns, name)
-            nk_version, nk = self.keyring.active_key(tx, ns, active)
-            if existing is not None:
-                # Metadata not given keeps its previous value.
-                if expires is not None:
-                    existing.expires_at = expires_at
-                if category is not None:
-                    existing.category = category
-                if description is not None:
-                    existing.description = description
-                if clean_labels is not None:
-                    existing.labels = clean_labels
-            row, action = self._write_version(tx, existing, fresh, payload, (nk_version, nk), now)
+        def written(tx: Transaction, row: SecretRow, action: str, nk_version: int) -> SecretInfo:
             self._remember(ns, name)
             self.audit.append(
                 tx,
@@ -278,6 +247,28 @@ class SecretStore(DiagnosisMixin, ImportMixin):
                 detail={"namespace_key_version": nk_version},
             )
             return _info(row)
+
+        def op(tx: Transaction) -> SecretInfo:
+            fresh = SecretRow(ns, name, 1, "active", now, now, expires_at, category, description, clean_labels or {})
+            # A name this store has not just seen is most likely new: try the one-statement create.
+            if (ns, name) not in self._recent:
+                created = self._create(tx, fresh, payload, now)
+                if created is not None:
+                    return written(tx, fresh, "create", created)
+            active, existing = tx.secret_for_write(ns, name)
+            nk_version, nk = self.keyring.active_key(tx, ns, active)
+            if existing is not None:
+                # Metadata not given keeps its previous value.
+                if expires is not None:
+                    existing.expires_at = expires_at
+                if category is not None:
+                    existing.category = category
+                if description is not None:
+                    existing.description = description
+                if clean_labels is not None:
+                    existing.labels = clean_labels
+            row, action = self._write_version(tx, existing, fresh, payload, (nk_version, nk), now)
+            return written(tx, row, action, nk_version)
 
         return self._write(op)
 

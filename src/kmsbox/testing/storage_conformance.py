@@ -1036,6 +1036,13 @@ class StorageBackendConformance:
         assert row is not None and row.description == f"writer {won.index(True)}"
 
     @staticmethod
+    def _assert_chain(rows: list[AuditRow]) -> None:
+        previous = b""
+        for row in rows:
+            assert row.mac == chain_mac(previous, row.seq), f"audit chain broken at seq {row.seq}"
+            previous = row.mac
+
+    @staticmethod
     def _append(tx: Transaction, **changes: Any) -> int:
         """Append one event as AuditLog does: a remembered head that moved is read again."""
         for _ in range(2):
@@ -1062,10 +1069,7 @@ class StorageBackendConformance:
             rows = tx.audit_range(0, THREADS * PER_THREAD + 10)
             head = tx.audit_head()
         assert [r.seq for r in rows] == list(range(1, THREADS * PER_THREAD + 1))
-        previous = b""
-        for row in rows:
-            assert row.mac == chain_mac(previous, row.seq), f"audit chain broken at seq {row.seq}"
-            previous = row.mac
+        self._assert_chain(rows)
         assert head == (rows[-1].seq, rows[-1].mac)
         assert {r.actor for r in rows} == {f"thread-{i}" for i in range(THREADS)}
 
@@ -1098,7 +1102,4 @@ class StorageBackendConformance:
         finally:
             other.close()
         assert [r.seq for r in rows] == list(range(1, 9))
-        previous = b""
-        for row in rows:
-            assert row.mac == chain_mac(previous, row.seq), f"audit chain broken at seq {row.seq}"
-            previous = row.mac
+        self._assert_chain(rows)
