@@ -52,7 +52,8 @@ _SECRET_HEAD = struct.Struct(">2sBBI")  # magic, version, kind, namespace-key ve
 _CRC = struct.Struct(">I")
 #: Bytes a stored secret adds to its value: header and its CRC, wrapped DEK with nonce, value nonce, tag.
 SECRET_OVERHEAD = _SECRET_HEAD.size + _CRC.size + NONCE_SIZE + _WRAPPED_DEK_SIZE + NONCE_SIZE + TAG_SIZE
-_SECRET_HEAD_CRC = struct.Struct(">2sBBII")  # the head and its CRC, read in one unpack
+_NKV = struct.Struct(">I")
+_NKV_AT = 4  # after magic, version and kind
 _DEK_NONCE_AT = _SECRET_HEAD.size + _CRC.size
 _WRAPPED_AT = _DEK_NONCE_AT + NONCE_SIZE
 _NONCE_AT = _WRAPPED_AT + _WRAPPED_DEK_SIZE
@@ -123,22 +124,14 @@ _K_NS = b"\x00\x02ns"
 _K_V = b"\x00\x01v"
 
 
-@functools.lru_cache(maxsize=4096)
 def dek_aad(namespace: str, name: str, secret_version: int, namespace_key_version: int) -> bytes:
     """Associated data binding a wrapped DEK to its row and namespace-key version.
 
     Equal to ``b"KB\\x01dek" + encode_context({"ns", "name", "v", "nkv"})``.
     """
-    return (
-        b"KB\x01dek\x00\x04"
-        + _field(_K_NAME, name)
-        + _field(_K_NKV, str(namespace_key_version))
-        + _field(_K_NS, namespace)
-        + _field(_K_V, str(secret_version))
-    )
+    return secret_aads(namespace, name, secret_version, namespace_key_version)[0]
 
 
-@functools.lru_cache(maxsize=4096)
 def value_aad(namespace: str, name: str, secret_version: int) -> bytes:
     """Associated data binding a value ciphertext to its namespace, name and version.
 
@@ -147,7 +140,7 @@ def value_aad(namespace: str, name: str, secret_version: int) -> bytes:
     rewraps the DEK without touching the value ciphertext. The DEK itself, bound
     by :func:`dek_aad`, is the value's key reference.
     """
-    return b"KB\x01val\x00\x03" + _field(_K_NAME, name) + _field(_K_NS, namespace) + _field(_K_V, str(secret_version))
+    return secret_aads(namespace, name, secret_version, 1)[1]  # any key version: it is not bound
 
 
 @functools.lru_cache(maxsize=4096)
@@ -276,11 +269,6 @@ def _secret_head(namespace_key_version: int) -> bytes:
     return head + _CRC.pack(zlib.crc32(head))
 
 
-@functools.lru_cache(maxsize=256)
-def _secret_head_crc(namespace_key_version: int) -> int:
-    return zlib.crc32(_SECRET_HEAD.pack(MAGIC, FORMAT_VERSION, KIND_SECRET, namespace_key_version))
-
-
 def split_secret(blob: bytes) -> tuple[int, bytes, bytes, bytes, bytes]:
     """The fields of a stored secret value, as :class:`SecretEnvelope` orders them.
 
@@ -292,11 +280,9 @@ def split_secret(blob: bytes) -> tuple[int, bytes, bytes, bytes, bytes]:
         blob = bytes(blob)
     if len(blob) < SECRET_OVERHEAD:
         raise _fail()
-    magic, version, kind, nkv, crc = _SECRET_HEAD_CRC.unpack_from(blob)
-    if magic != MAGIC or version != FORMAT_VERSION or kind != KIND_SECRET or nkv == 0:
-        raise _fail()
-    # Every other header byte was just checked, so the CRC must be that of (these, nkv).
-    if crc != _secret_head_crc(nkv):
+    # The whole header and its CRC are fixed by the key version: compare them at once.
+    nkv = _NKV.unpack_from(blob, _NKV_AT)[0]
+    if nkv == 0 or blob[:_DEK_NONCE_AT] != _secret_head(nkv):
         raise _fail()
     return (
         nkv,

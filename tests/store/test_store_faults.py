@@ -699,3 +699,22 @@ def test_a_cached_data_key_never_outlives_its_namespace_key() -> None:
         store.keyring.cache.clear()  # the namespace key's cache lifetime is over
         with pytest.raises(KeyUnavailable):
             store.get("s", namespace="ns")
+
+
+@pytest.mark.parametrize(
+    ("column", "value"),
+    [("namespace_key_version", None), ("version_created_at", "soon"), ("namespace_key_version", "one")],
+)
+def test_a_malformed_stored_row_is_an_integrity_error_and_is_audited(
+    open_test_store: Opener, db_path: Path, column: str, value: object
+) -> None:
+    store = open_test_store()
+    store.put("victim", "v", namespace="ns")
+    store.put("bystander", "w", namespace="ns")
+    _sql(db_path, f"UPDATE kmsbox_secrets SET {column} = ? WHERE name = 'victim'", (value,))
+    with pytest.raises(IntegrityError):
+        store.get("victim", namespace="ns")
+    assert store.try_get("victim", namespace="ns").reason == "integrity"
+    assert store.get("bystander", namespace="ns").value == "w"
+    failures = store.audit_events(AuditFilter(name="victim", result="failure"))[0]
+    assert [e.detail["reason"] for e in failures] == ["integrity", "integrity"]

@@ -16,7 +16,7 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any
 
-from kmsbox.errors import ConfigError, ConflictError, StorageError
+from kmsbox.errors import ConfigError, ConflictError, IntegrityError, StorageError
 from kmsbox.format import sorted_json_encoder
 from kmsbox.kek import WrappedKey
 from kmsbox.storage.base import (
@@ -145,6 +145,28 @@ def _json_object(value: Mapping[str, Any]) -> str:
     return _encode_json(value) if value else "{}"
 
 
+def _secret_params(row: SecretRow, current: SecretVersionRow | None) -> tuple[Any, ...]:
+    """Values of ``_SECRET_COLUMNS`` then ``_CURRENT_COLUMNS`` for an insert."""
+    return (
+        row.namespace,
+        row.name,
+        row.version,
+        row.status,
+        row.created_at,
+        row.updated_at,
+        row.expires_at,
+        row.category,
+        row.description,
+        _json_object(row.labels),
+        row.access_count,
+        row.last_accessed_at,
+        row.row_version,
+        None if current is None else current.namespace_key_version,
+        None if current is None else current.created_at,
+        None if current is None else current.blob,
+    )
+
+
 def _check_current(row: SecretRow, current: SecretVersionRow | None) -> None:
     if current is not None and (current.namespace, current.name, current.version) != (
         row.namespace,
@@ -152,6 +174,16 @@ def _check_current(row: SecretRow, current: SecretVersionRow | None) -> None:
         row.version,
     ):
         raise ValueError("current must be the version the secret row points at")
+
+
+def _stored_version(
+    namespace: str, name: str, version: Any, key_version: Any, created_at: Any, blob: Any
+) -> SecretVersionRow:
+    # Values altered through the database (NULLs, text) are a corrupt row, not a crash.
+    try:
+        return SecretVersionRow(namespace, name, int(version), bytes(blob), int(key_version), float(created_at))
+    except (TypeError, ValueError):
+        raise IntegrityError(f"the stored row of secret {name!r} in namespace {namespace!r} is malformed") from None
 
 
 def _version(row: Any, blob: Any = b"") -> SecretVersionRow:
@@ -220,28 +252,7 @@ class SqlTransaction:
         _check_current(row, current)
         cur = self._q(
             _create_secret_sql(self._d.for_share),
-            (
-                row.namespace,
-                row.name,
-                row.version,
-                row.status,
-                row.created_at,
-                row.updated_at,
-                row.expires_at,
-                row.category,
-                row.description,
-                _json_object(row.labels),
-                row.access_count,
-                row.last_accessed_at,
-                row.row_version,
-                current.namespace_key_version,
-                current.created_at,
-                current.blob,
-                row.namespace,
-                active_key_version,
-                row.namespace,
-                active_key_version,
-            ),
+            (*_secret_params(row, current), row.namespace, active_key_version, row.namespace, active_key_version),
         )
         return bool(cur.rowcount == 1)
 
@@ -257,9 +268,7 @@ class SqlTransaction:
         if version is None or version == secret.version:
             if row[15] is None:
                 return secret, None
-            return secret, SecretVersionRow(
-                namespace, name, secret.version, bytes(row[15]), int(row[13]), float(row[14])
-            )
+            return secret, _stored_version(namespace, name, secret.version, row[13], row[14], row[15])
         old = self._q(
             "SELECT namespace_key_version, created_at, blob FROM kmsbox_secret_history "
             "WHERE namespace = ? AND name = ? AND version = ?",
@@ -267,40 +276,14 @@ class SqlTransaction:
         ).fetchone()
         if old is None:
             return secret, None
-        return secret, SecretVersionRow(namespace, name, version, bytes(old[2]), int(old[0]), float(old[1]))
+        return secret, _stored_version(namespace, name, version, old[0], old[1], old[2])
 
     def insert_secret(self, row: SecretRow, current: SecretVersionRow | None = None) -> None:
         """Insert a new secret row, with its current version when given (one statement)."""
         _check_current(row, current)
+        self._insert(_INSERT_SECRET, _secret_params(row, current), "secret")
         if current is None:
-            self._insert_secret(row, None)
             self._promote_from_history(row.namespace, row.name)  # a version stored before its row
-            return
-        self._insert_secret(row, current)
-
-    def _insert_secret(self, row: SecretRow, current: SecretVersionRow | None) -> None:
-        self._insert(
-            _INSERT_SECRET,
-            (
-                row.namespace,
-                row.name,
-                row.version,
-                row.status,
-                row.created_at,
-                row.updated_at,
-                row.expires_at,
-                row.category,
-                row.description,
-                _json_object(row.labels),
-                row.access_count,
-                row.last_accessed_at,
-                row.row_version,
-                None if current is None else current.namespace_key_version,
-                None if current is None else current.created_at,
-                None if current is None else current.blob,
-            ),
-            "secret",
-        )
 
     def update_secret(self, row: SecretRow, expected_row_version: int, current: SecretVersionRow | None = None) -> None:
         """Compare-and-set on ``row_version``.

@@ -473,8 +473,13 @@ class SecretStore(DiagnosisMixin, ImportMixin):
         *,
         audited: bool,
     ) -> Secret | KmsboxError:
-        found = tx.get_secret_with_blob(ns, name, version)
         outcome: KmsboxError
+        try:
+            found = tx.get_secret_with_blob(ns, name, version)
+        except IntegrityError as exc:  # a malformed stored row
+            if audited:
+                self._audit_failure(tx, ns, name, version, who, req, exc)
+            return exc
         ver = None if found is None else found[1]
         if found is None or ver is None:
             what = (
