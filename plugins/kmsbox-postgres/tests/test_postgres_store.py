@@ -81,3 +81,34 @@ def test_four_processes_put_and_get_without_lost_updates(
         for w in range(processes):
             assert store.get(f"own-{w}", namespace="app:prod").value == f"w{w}-{count - 1}"
         assert store.verify_audit().ok
+
+
+@pytest.mark.parametrize(
+    ("column", "value"), [("labels", "not json"), ("labels", '{"team": 7}'), ("status", "gone-ish")]
+)
+def test_a_malformed_row_on_postgres_is_a_typed_error_that_diagnose_and_delete_handle(
+    postgres_url: str, postgres_server_url: str, kmsbox_local_kek: str, column: str, value: str
+) -> None:
+    import psycopg
+
+    from kmsbox.errors import IntegrityError, SecretNotFound
+    from kmsbox.storage.base import AuditFilter
+
+    schema = postgres_url.rsplit("schema=", 1)[1]
+    with kmsbox.open_store(postgres_url, kek=kmsbox_local_kek) as store:
+        store.put("victim", "v", namespace="ns")
+        store.put("bystander", "w", namespace="ns")
+        with psycopg.connect(postgres_server_url, autocommit=True) as conn:
+            conn.execute(f'UPDATE "{schema}".kmsbox_secrets SET {column} = %s WHERE name = %s', (value, "victim"))
+            conn.execute(f'UPDATE "{schema}".kmsbox_audit_events SET context = %s WHERE seq = 1', ("nope",))
+        with pytest.raises(IntegrityError, match="'victim' in namespace 'ns' is malformed"):
+            store.get("victim", namespace="ns")
+        assert store.get("bystander", namespace="ns").value == "w"
+        assert store.audit_events(AuditFilter(name="victim"), after=1)[0][-1].result == "failure"
+        assert [(i.code, i.secret) for i in store.diagnose("ns").issues] == [("secret_malformed", "victim")]
+        verification = store.verify_audit()
+        assert verification.problems[0].startswith("event 1 was altered")
+        assert verification.events_checked == verification.head_seq
+        store.delete("victim", namespace="ns")
+        with pytest.raises(SecretNotFound):
+            store.get("victim", namespace="ns")

@@ -13,13 +13,14 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
-from kmsbox.errors import ConflictError
+from kmsbox.errors import ConflictError, IntegrityError
 from kmsbox.kek import WrappedKey
 
 __all__ = [
     "AuditFilter",
     "AuditRow",
     "JobRow",
+    "MalformedRow",
     "NamespaceKeyRow",
     "SecretRow",
     "SecretVersionRow",
@@ -27,6 +28,17 @@ __all__ = [
     "StorageBackend",
     "Transaction",
 ]
+
+
+class MalformedRow(IntegrityError):
+    """A stored row holds values no kmsbox wrote: a wrong type, an unknown status or
+    broken JSON, changed through the database. ``namespace`` and ``name`` say whose
+    row it is (None where the row is not a secret's), so diagnosis can name it."""
+
+    def __init__(self, message: str, *, namespace: str | None = None, name: str | None = None) -> None:
+        super().__init__(message)
+        self.namespace = namespace
+        self.name = name
 
 
 class StaleAuditHead(ConflictError):
@@ -98,6 +110,9 @@ class AuditRow:
     detail: dict[str, Any]
     audit_key_version: int
     mac: bytes
+    #: Read back with values no kmsbox wrote (changed through the database); the
+    #: other fields are then placeholders, and ``verify`` reports the event.
+    malformed: bool = False
 
 
 @dataclass
@@ -263,11 +278,13 @@ class Transaction(Protocol):
         ...
 
     def list_audit(self, filters: AuditFilter, after_seq: int, limit: int) -> list[AuditRow]:
-        """A page of events in sequence order after ``after_seq``."""
+        """A page of events in sequence order after ``after_seq``
+        (:class:`MalformedRow` if one of them was altered through the database)."""
         ...
 
     def audit_range(self, after_seq: int, limit: int) -> list[AuditRow]:
-        """Events in sequence order, unfiltered (for verify)."""
+        """Events in sequence order, unfiltered (for verify); one altered through the
+        database comes back with ``malformed`` set, its ``seq`` and ``mac`` kept."""
         ...
 
     # jobs and settings

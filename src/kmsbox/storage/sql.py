@@ -16,13 +16,14 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any
 
-from kmsbox.errors import ConfigError, ConflictError, IntegrityError, StorageError
+from kmsbox.errors import ConfigError, ConflictError, StorageError
 from kmsbox.format import sorted_json_encoder
 from kmsbox.kek import WrappedKey
 from kmsbox.storage.base import (
     AuditFilter,
     AuditRow,
     JobRow,
+    MalformedRow,
     NamespaceKeyRow,
     SecretRow,
     SecretVersionRow,
@@ -118,24 +119,55 @@ class Dialect:
         )
 
 
+_SECRET_STATUSES = frozenset(("active", "disabled"))
+
+
 def _secret(row: Any) -> SecretRow:
-    # Positional, and no conversions SQLite and psycopg already make: this runs on every get.
-    labels = row[9]
-    return SecretRow(
-        row[0],
-        row[1],
-        row[2],
-        row[3],
-        row[4],
-        row[5],
-        row[6],
-        row[7],
-        row[8],
-        {} if labels == "{}" else json.loads(labels),
-        row[10],
-        row[11],
-        row[12],
+    """A metadata row, checked: values altered through the database are an IntegrityError."""
+    # Positional, and conversions that cost little when the value already has its type:
+    # this runs on every get.
+    try:
+        expires, category, description, last = row[6], row[7], row[8], row[11]
+        out = SecretRow(
+            row[0],
+            row[1],
+            int(row[2]),
+            row[3],
+            float(row[4]),
+            float(row[5]),
+            None if expires is None else float(expires),
+            category,
+            description,
+            _labels(row[9]),
+            int(row[10]),
+            None if last is None else float(last),
+            int(row[12]),
+        )
+    except (TypeError, ValueError):
+        out = None
+    if (
+        out is None
+        or out.status not in _SECRET_STATUSES
+        or (category is not None and type(category) is not str)
+        or (description is not None and type(description) is not str)
+    ):
+        raise _malformed_secret(row[0], row[1])
+    return out
+
+
+def _malformed_secret(namespace: Any, name: Any) -> MalformedRow:
+    return MalformedRow(
+        f"the stored row of secret {name!r} in namespace {namespace!r} is malformed", namespace=namespace, name=name
     )
+
+
+def _labels(text: Any) -> dict[str, str]:
+    if text == "{}":
+        return {}
+    labels = json.loads(text)
+    if type(labels) is not dict or not all(type(v) is str for v in labels.values()):
+        raise ValueError("labels are not an object of strings")
+    return labels
 
 
 _encode_json = sorted_json_encoder(compact=False, ensure_ascii=True)  # json.dumps(..., sort_keys=True)
@@ -181,30 +213,79 @@ def _stored_version(
 ) -> SecretVersionRow:
     # Values altered through the database (NULLs, text) are a corrupt row, not a crash.
     try:
-        return SecretVersionRow(namespace, name, int(version), bytes(blob), int(key_version), float(created_at))
+        # memoryview, not bytes(): bytes() of an integer would allocate that many zeros.
+        data = blob if type(blob) is bytes else bytes(memoryview(blob))
+        return SecretVersionRow(namespace, name, int(version), data, int(key_version), float(created_at))
     except (TypeError, ValueError):
-        raise IntegrityError(f"the stored row of secret {name!r} in namespace {namespace!r} is malformed") from None
+        raise _malformed_secret(namespace, name) from None
 
 
 def _version(row: Any, blob: Any = b"") -> SecretVersionRow:
-    return SecretVersionRow(row[0], row[1], int(row[2]), bytes(blob), int(row[3]), float(row[4]))
+    return _stored_version(row[0], row[1], row[2], row[3], row[4], blob)
 
 
 def _audit(row: Any) -> AuditRow:
-    return AuditRow(
-        seq=int(row[0]),
-        time=float(row[1]),
-        namespace=row[2],
-        name=row[3],
-        secret_version=None if row[4] is None else int(row[4]),
-        action=row[5],
-        result=row[6],
-        actor=row[7],
-        context=json.loads(row[8]),
-        detail=json.loads(row[9]),
-        audit_key_version=int(row[10]),
-        mac=bytes(row[11]),
-    )
+    """An event; one altered through the database comes back marked ``malformed``
+    (so that ``verify`` reports it and goes on) rather than raising."""
+    try:
+        return AuditRow(
+            seq=int(row[0]),
+            time=float(row[1]),
+            namespace=_optional_text(row[2]),
+            name=_optional_text(row[3]),
+            secret_version=None if row[4] is None else int(row[4]),
+            action=_text(row[5]),
+            result=_text(row[6]),
+            actor=_optional_text(row[7]),
+            context=_json_dict(row[8]),
+            detail=_json_dict(row[9]),
+            audit_key_version=int(row[10]),
+            mac=_mac_bytes(row[11]),
+        )
+    except (TypeError, ValueError, RecursionError):
+        return AuditRow(
+            int(row[0]), 0.0, None, None, None, "", "", None, {}, {}, 0, _mac_bytes(row[11]), malformed=True
+        )
+
+
+def _job(row: Any) -> JobRow:
+    try:
+        return JobRow(_text(row[0]), _text(row[1]), _text(row[2]), float(row[3]))
+    except (TypeError, ValueError):
+        raise MalformedRow(f"the stored checkpoint of job {row[0]!r} is malformed") from None
+
+
+def _text(value: Any) -> str:
+    if type(value) is not str:
+        raise TypeError("not text")
+    return value
+
+
+def _optional_text(value: Any) -> str | None:
+    return None if value is None else _text(value)
+
+
+def _json_dict(text: Any) -> dict[str, Any]:
+    value = json.loads(text)
+    if type(value) is not dict:
+        raise TypeError("not a JSON object")
+    return value
+
+
+def _mac_bytes(value: Any) -> bytes:
+    # Whatever is stored, as bytes, the same way each time: the chain goes on from an
+    # altered MAC (the next append, and verify, both see these bytes) instead of
+    # refusing every later write.
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return bytes(value)
+    return str(value).encode("utf-8", "surrogatepass")
+
+
+def _int(value: Any, what: str) -> int:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        raise MalformedRow(f"the stored row of {what} is malformed") from None
 
 
 class SqlTransaction:
@@ -519,7 +600,7 @@ class SqlTransaction:
             "WHERE namespace = ? AND blob IS NOT NULL) AS v GROUP BY k",
             (namespace, namespace),
         ).fetchall()
-        return {int(r[0]): int(r[1]) for r in rows}
+        return {_int(r[0], f"a secret version in namespace {namespace!r}"): int(r[1]) for r in rows}
 
     # --- namespace keys ----------------------------------------------------------------
 
@@ -533,12 +614,15 @@ class SqlTransaction:
             "WHERE k.namespace = ? ORDER BY k.version, w.created_at, w.kek_uri",
             (namespace,),
         ).fetchall():
-            version = int(r[0])
-            row = keys.get(version)
-            if row is None:
-                row = keys[version] = NamespaceKeyRow(namespace, version, r[1], float(r[2]), float(r[3]))
-            if r[4] is not None:
-                row.wraps.append(WrappedKey(r[4], r[5], bytes(r[6])))
+            try:
+                version = int(r[0])
+                row = keys.get(version)
+                if row is None:
+                    row = keys[version] = NamespaceKeyRow(namespace, version, _text(r[1]), float(r[2]), float(r[3]))
+                if r[4] is not None:
+                    row.wraps.append(WrappedKey(_text(r[4]), _text(r[5]), bytes(memoryview(r[6]))))
+            except (TypeError, ValueError):
+                raise MalformedRow(f"the stored row of namespace key {namespace!r} v{r[0]!r} is malformed") from None
         return list(keys.values())
 
     def insert_namespace_key(self, row: NamespaceKeyRow) -> None:
@@ -554,7 +638,7 @@ class SqlTransaction:
     def active_namespace_key_version(self, namespace: str) -> int | None:
         """The active namespace-key version (the newest if several), or None."""
         row = self._q(_active_key_sql(self._d.for_share), (namespace,)).fetchone()
-        return None if row is None else int(row[0])
+        return None if row is None else _int(row[0], f"namespace key {namespace!r}")
 
     def set_namespace_key_status(self, namespace: str, version: int, status: str, at: float) -> None:
         """Change a key version's status."""
@@ -608,7 +692,7 @@ class SqlTransaction:
         ):
             raise StorageError("audit chain head row is missing")
         row = self._q("SELECT seq, mac FROM kmsbox_audit_events ORDER BY seq DESC LIMIT 1").fetchone()
-        return (0, b"") if row is None else (int(row[0]), bytes(row[1]))
+        return (0, b"") if row is None else (int(row[0]), _mac_bytes(row[1]))
 
     def append_audit(self, row: AuditRow) -> None:
         """Insert an event and move the head (StaleAuditHead if the head given was stale)."""
@@ -669,18 +753,25 @@ class SqlTransaction:
             params.append(filters.until)
         sql += " ORDER BY seq LIMIT ?"
         params.append(limit)
-        return [_audit(r) for r in self._q(sql, tuple(params)).fetchall()]
+        rows = [_audit(r) for r in self._q(sql, tuple(params)).fetchall()]
+        for event in rows:
+            if event.malformed:
+                raise MalformedRow(f"audit event {event.seq} is malformed; audit verify reports every altered event")
+        return rows
 
     def audit_range(self, after_seq: int, limit: int) -> list[AuditRow]:
-        """Unfiltered events after ``after_seq``."""
-        return self.list_audit(AuditFilter(), after_seq, limit)
+        """Unfiltered events after ``after_seq``; altered ones come back marked ``malformed``."""
+        rows = self._q(
+            f"SELECT {_AUDIT_COLUMNS} FROM kmsbox_audit_events WHERE seq > ? ORDER BY seq LIMIT ?", (after_seq, limit)
+        )
+        return [_audit(r) for r in rows.fetchall()]
 
     # --- jobs ------------------------------------------------------------------------------
 
     def get_job(self, job_id: str) -> JobRow | None:
         """A job checkpoint."""
         r = self._q("SELECT job_id, kind, state, updated_at FROM kmsbox_jobs WHERE job_id = ?", (job_id,)).fetchone()
-        return None if r is None else JobRow(r[0], r[1], r[2], float(r[3]))
+        return None if r is None else _job(r)
 
     def put_job(self, row: JobRow) -> None:
         """Upsert a checkpoint."""
@@ -697,7 +788,7 @@ class SqlTransaction:
     def list_jobs(self) -> list[JobRow]:
         """Unfinished jobs."""
         rows = self._q("SELECT job_id, kind, state, updated_at FROM kmsbox_jobs ORDER BY job_id").fetchall()
-        return [JobRow(r[0], r[1], r[2], float(r[3])) for r in rows]
+        return [_job(r) for r in rows]
 
 
 class _TxScope:

@@ -249,8 +249,9 @@ class AuditLog:
             for row in rows:
                 if row.seq != expected_seq:
                     problems.append(f"events {expected_seq}..{row.seq - 1} are missing (or reordered)")
-                mac = self._mac.digest(prev_mac + _mac_input(row))
-                if not constant_time_equal(mac, row.mac):
+                if row.malformed:
+                    problems.append(f"event {row.seq} was altered: it holds values kmsbox never writes")
+                elif not constant_time_equal(self._mac.digest(prev_mac + _mac_input(row)), row.mac):
                     problems.append(f"event {row.seq} was altered, moved or does not follow its predecessor")
                 if checkpoint is not None and row.seq == checkpoint.seq:
                     checkpoint_seen = True

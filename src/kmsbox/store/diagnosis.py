@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from kmsbox import format as fmt
 from kmsbox._crypto import Aead
 from kmsbox.errors import IntegrityError, KeyUnavailable, ProviderError
-from kmsbox.storage.base import NamespaceKeyRow, Transaction
+from kmsbox.storage.base import MalformedRow, NamespaceKeyRow, Transaction
 from kmsbox.store.keyring import ACTIVE, AUDIT_NAMESPACE, COMPROMISED, RETIRED, ROTATING
 from kmsbox.store.lifecycle import LifecycleMixin
 
@@ -24,6 +24,15 @@ if TYPE_CHECKING:
 __all__ = ["DiagnosisMixin", "DiagnosisReport", "Issue", "RepairReport"]
 
 T = TypeVar("T")
+
+
+def _past(exc: MalformedRow, after: str) -> tuple[str, int]:
+    """A cursor just past the malformed secret ``exc`` names (every version of it)."""
+    if not isinstance(exc.name, str) or exc.name < after:
+        raise exc  # no name to step past: report the error rather than loop
+    return exc.name, 2**62
+
+
 SEVERITIES = ("critical", "warning", "info")
 
 
@@ -263,18 +272,40 @@ class DiagnosisMixin(LifecycleMixin):
         """
         report = DiagnosisReport()
         for ns in self._targets(namespace, include_audit=namespace is None):
-            with self.backend.read() as tx:
-                rows = tx.namespace_keys(ns)
-                counts = tx.count_versions_by_key(ns)
+            report.namespaces_checked += 1
+            try:
+                with self.backend.read() as tx:
+                    rows = tx.namespace_keys(ns)
+                    counts = tx.count_versions_by_key(ns)
+            except MalformedRow as exc:
+                report.issues.append(
+                    Issue(
+                        "key_row_malformed",
+                        "critical",
+                        f"namespace {ns!r}: {exc}; its secrets cannot be opened",
+                        "restore the namespace-key rows from a backup",
+                        None if ns == AUDIT_NAMESPACE else ns,
+                    )
+                )
+                continue
             issues, usable = self._key_issues(ns, rows, counts)
             report.issues += issues
-            report.namespaces_checked += 1
             if not check_secrets or ns == AUDIT_NAMESPACE:
                 continue
+            malformed = self._malformed_secrets(ns)
             after: tuple[str, int] | None = None
+            step = self.batch_size
             while True:
-                with self.backend.read() as tx:
-                    batch = tx.versions_in_namespace(ns, after, self.batch_size)
+                try:
+                    with self.backend.read() as tx:
+                        batch = tx.versions_in_namespace(ns, after, step)
+                except MalformedRow as exc:
+                    if step > 1:
+                        step = 1  # one row at a time up to the malformed one, so no good row is skipped
+                        continue
+                    after, step = _past(exc, after[0] if after else ""), self.batch_size
+                    malformed.add(str(exc.name))
+                    continue
                 if not batch:
                     break
                 for v in batch:
@@ -319,6 +350,18 @@ class DiagnosisMixin(LifecycleMixin):
                             )
                         )
                 after = (batch[-1].name, batch[-1].version)
+            report.issues += [
+                Issue(
+                    "secret_malformed",
+                    "critical",
+                    f"secret {ns}/{name}: its stored row holds values kmsbox never writes (changed through the database)",
+                    "restore the row from a backup, or repair --confirm-delete to delete the secret",
+                    ns,
+                    secret=name,
+                    destructive=True,
+                )
+                for name in sorted(malformed)
+            ]
         order = {s: i for i, s in enumerate(SEVERITIES)}
         report.issues.sort(key=lambda i: (order.get(i.severity, 9), i.namespace or "", i.code))
         self._audit_diag(
@@ -327,6 +370,25 @@ class DiagnosisMixin(LifecycleMixin):
             {"issues": len(report.issues), "critical": sum(i.severity == "critical" for i in report.issues)},
         )
         return report
+
+    def _malformed_secrets(self, ns: str) -> set[str]:
+        """Names of the secrets of ``ns`` whose metadata row does not decode (one page at a time)."""
+        found: set[str] = set()
+        after: str | None = None
+        while True:
+            try:
+                with self.backend.read() as tx:
+                    page = tx.list_secrets(ns, category=None, label=None, after=after, limit=self.batch_size)
+            except MalformedRow as exc:
+                name = _past(exc, after or "")[0]
+                if name == after:
+                    raise
+                found.add(name)
+                after = name
+                continue
+            if len(page) < self.batch_size:
+                return found
+            after = page[-1].name
 
     def _audit_diag(self, action: str, namespace: str | None, detail: dict[str, Any]) -> None:
         who, req = self._who(None, None)
@@ -389,7 +451,9 @@ class DiagnosisMixin(LifecycleMixin):
         ]
         for issue in doomed:
             report.needs_confirmation.append(
-                f"delete unrecoverable secret {issue.namespace}/{issue.secret} v{issue.secret_version}"
+                f"delete malformed secret {issue.namespace}/{issue.secret} (every version)"
+                if issue.secret_version is None
+                else f"delete unrecoverable secret {issue.namespace}/{issue.secret} v{issue.secret_version}"
             )
         for issue in dead_keys:
             report.needs_confirmation.append(
@@ -420,13 +484,20 @@ class DiagnosisMixin(LifecycleMixin):
         who, req = self._who(None, None)
         for issue in doomed:
             ns, name, version = issue.namespace, issue.secret, issue.secret_version
-            assert ns is not None and name is not None and version is not None
+            assert ns is not None and name is not None
 
-            def op(tx: Transaction, ns: str = ns, name: str = name, version: int = version) -> str:
-                row = tx.get_secret(ns, name, for_update=True)
-                if row is None:
-                    return f"{ns}/{name} already gone"
-                if row.version == version:
+            def op(tx: Transaction, ns: str = ns, name: str = name, version: int | None = version) -> str:
+                try:
+                    row = tx.get_secret(ns, name, for_update=True)
+                except MalformedRow:
+                    row = None
+                else:
+                    if row is None:
+                        return f"{ns}/{name} already gone"
+                if row is None or version is None:
+                    count = tx.delete_secret(ns, name)
+                    what = f"deleted secret {ns}/{name} ({count} versions; its stored row was malformed)"
+                elif row.version == version:
                     count = tx.delete_secret(ns, name)
                     what = f"deleted secret {ns}/{name} ({count} versions; its current version was unrecoverable)"
                 else:

@@ -19,7 +19,7 @@ from kmsbox._crypto import Aead, random_key
 from kmsbox.errors import ConflictError, IntegrityError, KeyUnavailable
 from kmsbox.kek import KekProvider, WrappedKey, open_kek
 from kmsbox.keys import open_secret, rewrap_secret, seal_secret
-from kmsbox.storage.base import JobRow, NamespaceKeyRow, SecretVersionRow, Transaction
+from kmsbox.storage.base import JobRow, MalformedRow, NamespaceKeyRow, SecretVersionRow, Transaction
 from kmsbox.store.core import StoreCore
 from kmsbox.store.jobs import JobReport, Progress
 from kmsbox.store.keyring import ACTIVE, AUDIT_NAMESPACE, COMPROMISED, RETIRED, ROTATING
@@ -291,7 +291,10 @@ class LifecycleMixin(StoreCore):
         report = JobReport("reencrypt", ns, dry_run=dry_run)
         with self.backend.read() as tx:
             counts = tx.count_versions_by_key(ns)
-            job = tx.get_job(f"reencrypt:{ns}")
+            try:
+                job = tx.get_job(f"reencrypt:{ns}")
+            except MalformedRow:
+                job = JobRow(f"reencrypt:{ns}", "reencrypt", "", 0.0)  # discarded below
         total = sum(counts.values())
         report.remaining = total
         if dry_run:
@@ -305,10 +308,13 @@ class LifecycleMixin(StoreCore):
         started = time.time()
         after: tuple[str, int] | None = None
         if job is not None:
-            state = json.loads(job.state)
-            after = (state["name"], state["version"]) if state.get("name") is not None else None
-            started = float(state.get("started", started))
-            report.details["resumed_after"] = list(after) if after else None
+            resume = _reencrypt_checkpoint(job.state)
+            if resume is None:
+                # Starting over is safe, only slower: nothing is lost by re-encrypting twice.
+                report.details["checkpoint_discarded"] = "malformed"
+            else:
+                after, started = resume
+                report.details["resumed_after"] = list(after) if after else None
         while True:
             with self.backend.read() as tx:
                 batch = tx.versions_in_namespace(ns, after, size)
@@ -601,3 +607,17 @@ class LifecycleMixin(StoreCore):
                 "pending": pending,
             }
         return out
+
+
+def _reencrypt_checkpoint(state: str) -> tuple[tuple[str, int] | None, float] | None:
+    """The cursor and start time of an interrupted re-encryption; None if the stored checkpoint is malformed."""
+    try:
+        data = json.loads(state)
+        name, version, started = data.get("name"), data.get("version"), float(data["started"])
+    except (TypeError, ValueError, KeyError, AttributeError, RecursionError):
+        return None
+    if name is None:
+        return None, started
+    if type(name) is not str or type(version) is not int:
+        return None
+    return (name, version), started

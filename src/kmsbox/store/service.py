@@ -26,7 +26,7 @@ from kmsbox.errors import (
 )
 from kmsbox.kek import KekProvider
 from kmsbox.keys import KeyCache, open_secret
-from kmsbox.storage.base import AuditFilter, SecretRow, StorageBackend, Transaction
+from kmsbox.storage.base import AuditFilter, MalformedRow, SecretRow, StorageBackend, Transaction
 from kmsbox.store.audit import AuditEvent, AuditLog, AuditVerification, Checkpoint
 from kmsbox.store.context import audit_context, current_namespace, namespace_block
 from kmsbox.store.diagnosis import DiagnosisMixin
@@ -360,8 +360,13 @@ class SecretStore(DiagnosisMixin, ImportMixin):
         who, req = self._who(actor, request)
 
         def op(tx: Transaction) -> int:
-            row = tx.get_secret(ns, name, for_update=True)
-            if row is None:
+            version: int | None
+            try:
+                row = tx.get_secret(ns, name, for_update=True)
+                version = None if row is None else row.version
+            except MalformedRow:  # a row changed through the database can still be deleted
+                version = -1
+            if version is None:
                 self.audit.append(
                     tx,
                     action="delete",
@@ -380,10 +385,10 @@ class SecretStore(DiagnosisMixin, ImportMixin):
                 result="success",
                 namespace=ns,
                 name=name,
-                secret_version=row.version,
+                secret_version=None if version < 0 else version,
                 actor=who,
                 context=req,
-                detail={"versions": count},
+                detail={"versions": count} if version >= 0 else {"versions": count, "malformed": True},
             )
             return count
 
