@@ -112,3 +112,73 @@ def test_a_malformed_row_on_postgres_is_a_typed_error_that_diagnose_and_delete_h
         store.delete("victim", namespace="ns")
         with pytest.raises(SecretNotFound):
             store.get("victim", namespace="ns")
+
+
+def test_a_populated_schema_1_store_upgrades_on_postgres_with_every_version_intact(
+    postgres_url: str, postgres_server_url: str, kmsbox_local_kek: str
+) -> None:
+    """Migration 2 on the real server: a store written in the schema-1 layout (every
+    version in kmsbox_secret_versions) opens with its envelopes moved, not rewritten."""
+    import psycopg
+    from kmsbox_postgres.backend import POSTGRES_DIALECT
+    from kmsbox_postgres.testing import with_query
+
+    from kmsbox.storage.migrations import MIGRATIONS, SCHEMA_VERSION
+
+    current = postgres_url.rsplit("schema=", 1)[1]
+    values: dict[tuple[str, int], str] = {}
+    with kmsbox.open_store(postgres_url, kek=kmsbox_local_kek) as store:
+        for i in range(12):
+            for v in range(1 + i % 3):
+                store.put(f"s{i:02d}", f"value {i}.{v}", namespace="app", labels={"n": str(i % 2)})
+                values[(f"s{i:02d}", v + 1)] = f"value {i}.{v}"
+        store.disable("s03", namespace="app")
+    old = f"{current}_v1"
+    with psycopg.connect(postgres_server_url, autocommit=True) as conn:
+        conn.execute(f'CREATE SCHEMA "{old}"')
+        conn.execute(f'SET search_path TO "{old}"')
+        with conn.transaction():
+            for statement in MIGRATIONS[0]:
+                assert isinstance(statement, str)
+                conn.execute(POSTGRES_DIALECT.ddl(statement))
+            conn.execute("CREATE TABLE kmsbox_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+            conn.execute("INSERT INTO kmsbox_meta VALUES ('schema_version', '1')")
+            for table in ("kmsbox_namespace_keys", "kmsbox_namespace_key_wraps", "kmsbox_audit_events"):
+                conn.execute(f'INSERT INTO {table} SELECT * FROM "{current}".{table}')
+            conn.execute(
+                "INSERT INTO kmsbox_secrets SELECT namespace, name, version, status, created_at, updated_at, "
+                "expires_at, category, description, labels, access_count, last_accessed_at, row_version "
+                f'FROM "{current}".kmsbox_secrets'
+            )
+            conn.execute(
+                "INSERT INTO kmsbox_secret_versions SELECT namespace, name, version, blob, namespace_key_version, "
+                f'version_created_at FROM "{current}".kmsbox_secrets WHERE blob IS NOT NULL UNION ALL '
+                "SELECT namespace, name, version, blob, namespace_key_version, created_at "
+                f'FROM "{current}".kmsbox_secret_history'
+            )
+        blobs = conn.execute("SELECT namespace, name, version, blob FROM kmsbox_secret_versions").fetchall()
+    assert len(blobs) == len(values)
+    old_url = with_query(postgres_server_url, f"schema={old}")
+    try:
+        with kmsbox.open_store(old_url, kek=kmsbox_local_kek) as upgraded:
+            assert upgraded.backend.schema_version() == SCHEMA_VERSION
+            with psycopg.connect(postgres_server_url, autocommit=True) as conn:
+                conn.execute(f'SET search_path TO "{old}"')
+                moved = conn.execute(
+                    "SELECT namespace, name, version, blob FROM kmsbox_secrets WHERE blob IS NOT NULL "
+                    "UNION ALL SELECT namespace, name, version, blob FROM kmsbox_secret_history"
+                ).fetchall()
+                assert conn.execute("SELECT to_regclass('kmsbox_secret_versions')").fetchone() == (None,)
+            assert sorted(moved) == sorted(blobs)  # byte-identical envelopes
+            for (name, version), value in values.items():
+                if name != "s03":
+                    assert upgraded.get(name, namespace="app", version=version).value == value
+            assert upgraded.info("s03", namespace="app").status == "disabled"
+            assert [v.version for v in upgraded.history("s02", namespace="app")] == [1, 2, 3]
+            assert upgraded.verify_audit().ok
+            upgraded.put("s01", "newest", namespace="app")
+            assert upgraded.get("s01", namespace="app").value == "newest"
+            assert upgraded.get("s01", namespace="app", version=2).value == values[("s01", 2)]
+    finally:
+        with psycopg.connect(postgres_server_url, autocommit=True) as conn:
+            conn.execute(f'DROP SCHEMA IF EXISTS "{old}" CASCADE')
