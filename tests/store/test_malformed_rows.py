@@ -126,6 +126,31 @@ def test_diagnose_names_malformed_rows_and_repair_deletes_them_only_when_confirm
 
 
 @pytest.mark.parametrize(
+    ("table", "column", "value", "checked"),
+    [
+        # victim's v1 (history) is still checked before its malformed current row ...
+        ("kmsbox_secrets", "namespace_key_version", "one", 3),
+        ("kmsbox_secrets", "version_created_at", None, 3),
+        # ... while a malformed v1 makes the walk step past the whole secret.
+        ("kmsbox_secret_history", "namespace_key_version", "one", 2),
+        ("kmsbox_secret_history", "blob", "text, not bytes", 2),
+    ],
+)
+def test_diagnose_reports_a_malformed_version_row_and_checks_the_rest(
+    open_test_store: Opener, db_path: Path, table: str, column: str, value: object, checked: int
+) -> None:
+    store = _with_victim(open_test_store)
+    _sql(db_path, f"UPDATE {table} SET {column} = ? WHERE name = 'victim'", (value,))
+    report = store.diagnose()
+    assert [(i.code, i.secret) for i in report.issues if i.severity == "critical"] == [("secret_malformed", "victim")]
+    assert report.secret_versions_checked == checked  # alpha and zulu always
+    assert store.status()["namespaces"]["ns"]  # counting versions per key skips the malformed one
+    store.repair(dry_run=False, confirm_delete=True)
+    assert store.diagnose().ok
+    assert [i.name for i in store.list(namespace="ns").items] == ["alpha", "zulu"]
+
+
+@pytest.mark.parametrize(
     ("table", "column", "value"),
     [
         ("kmsbox_namespace_keys", "created_at", "x"),

@@ -281,13 +281,6 @@ def _mac_bytes(value: Any) -> bytes:
     return str(value).encode("utf-8", "surrogatepass")
 
 
-def _int(value: Any, what: str) -> int:
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        raise MalformedRow(f"the stored row of {what} is malformed") from None
-
-
 class SqlTransaction:
     """Every statement kmsbox runs, over one DB-API cursor inside a transaction."""
 
@@ -600,7 +593,13 @@ class SqlTransaction:
             "WHERE namespace = ? AND blob IS NOT NULL) AS v GROUP BY k",
             (namespace, namespace),
         ).fetchall()
-        return {_int(r[0], f"a secret version in namespace {namespace!r}"): int(r[1]) for r in rows}
+        counts: dict[int, int] = {}
+        for key_version, count in rows:
+            try:
+                counts[int(key_version)] = int(count)
+            except (TypeError, ValueError):
+                continue  # a version row changed through the database: reading it says so
+        return counts
 
     # --- namespace keys ----------------------------------------------------------------
 
@@ -638,7 +637,12 @@ class SqlTransaction:
     def active_namespace_key_version(self, namespace: str) -> int | None:
         """The active namespace-key version (the newest if several), or None."""
         row = self._q(_active_key_sql(self._d.for_share), (namespace,)).fetchone()
-        return None if row is None else _int(row[0], f"namespace key {namespace!r}")
+        if row is None:
+            return None
+        try:
+            return int(row[0])
+        except (TypeError, ValueError):
+            raise MalformedRow(f"the stored row of namespace key {namespace!r} is malformed") from None
 
     def set_namespace_key_status(self, namespace: str, version: int, status: str, at: float) -> None:
         """Change a key version's status."""
