@@ -626,6 +626,21 @@ def test_schema_newer_than_the_code_is_a_config_error(open_test_store: Opener, d
     assert _sql(db_path, "SELECT value FROM kmsbox_meta WHERE key = 'schema_version'") == [("999",)]
 
 
+@pytest.mark.parametrize("recorded", ["abc", "", "2.5", "-1", "0", " 2", "\uff12"])
+def test_an_unreadable_schema_version_is_a_config_error_that_changes_nothing(
+    open_test_store: Opener, db_path: Path, recorded: str
+) -> None:
+    store = open_test_store()
+    store.put("s", "v", namespace="ns")
+    store.close()
+    _sql(db_path, "UPDATE kmsbox_meta SET value = ? WHERE key = 'schema_version'", (recorded,))
+    before = _table_counts(db_path)
+    with pytest.raises(ConfigError, match="unreadable schema version"):
+        open_test_store()
+    assert _table_counts(db_path) == before
+    assert _sql(db_path, "SELECT value FROM kmsbox_meta WHERE key = 'schema_version'") == [(recorded,)]
+
+
 @pytest.mark.parametrize("kind", ["garbage-file", "directory", "missing-folder", "bad-url", "empty-path"])
 def test_unreadable_store_is_a_config_error(kek_uri: str, tmp_path: Path, kind: str) -> None:
     if kind == "garbage-file":

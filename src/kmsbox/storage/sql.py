@@ -952,8 +952,7 @@ class SqlBackend(ABC):
         with self._tx(True) as tx:
             self._lock_for_migration(tx)
             tx._q("CREATE TABLE IF NOT EXISTS kmsbox_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
-            row = tx._q("SELECT value FROM kmsbox_meta WHERE key = 'schema_version'").fetchone()
-            current = int(row[0]) if row else 0
+            current = self._recorded_schema(tx)
             if current > SCHEMA_VERSION:
                 raise ConfigError(
                     f"storage {self.describe().get('location', '')} has schema version {current}, newer than this "
@@ -974,8 +973,20 @@ class SqlBackend(ABC):
     def schema_version(self) -> int:
         """The applied schema version."""
         with self.read() as tx:
-            row = tx._q("SELECT value FROM kmsbox_meta WHERE key = 'schema_version'").fetchone()
-        return int(row[0]) if row else 0
+            return self._recorded_schema(tx)
+
+    def _recorded_schema(self, tx: SqlTransaction) -> int:
+        row = tx._q("SELECT value FROM kmsbox_meta WHERE key = 'schema_version'").fetchone()
+        if row is None:
+            return 0
+        value = row[0]
+        # Only what the migrations write: a positive decimal integer.
+        if type(value) is not str or not value.isascii() or not value.isdigit() or int(value) < 1:
+            raise ConfigError(
+                f"storage {self.describe().get('location', '')} records an unreadable schema version: "
+                "restore kmsbox_meta from a backup"
+            )
+        return int(value)
 
     def close(self) -> None:
         """Close every connection this backend opened."""
