@@ -61,6 +61,25 @@ def test_round_trip_multi_megabyte(envelope: Envelope, kek_uri: str) -> None:
     assert Envelope(kek_uri).decrypt(blob, _CONTEXT) == data
 
 
+@pytest.mark.parametrize("size", [64 * 1024 - 200, 64 * 1024, 300 * 1024])
+def test_large_messages_on_the_warm_path_are_checked_like_small_ones(envelope: Envelope, size: int) -> None:
+    # Around and above the size where the warm path passes a view instead of a copy.
+    data = os.urandom(size)
+    blob = envelope.encrypt(data, _CONTEXT)
+    assert envelope.decrypt(blob, _CONTEXT) == data
+    result = envelope.decrypt(blob, _CONTEXT)
+    assert type(result) is bytes
+    for position in (len(blob) - 1, len(blob) // 2, len(fmt.parse_message(blob).header) + 12):
+        tampered = bytearray(blob)
+        tampered[position] ^= 0x01
+        with pytest.raises(IntegrityError):
+            envelope.decrypt(bytes(tampered), _CONTEXT)
+    with pytest.raises(IntegrityError):
+        envelope.decrypt(blob[:-1], _CONTEXT)
+    with pytest.raises(IntegrityError):
+        envelope.decrypt(blob, {"table": "other"})
+
+
 def test_round_trip_accepts_bytearray_and_memoryview(envelope: Envelope) -> None:
     assert envelope.decrypt(envelope.encrypt(bytearray(b"abc")), None) == b"abc"  # type: ignore[arg-type]
     assert envelope.decrypt(envelope.encrypt(memoryview(b"abc")), None) == b"abc"  # type: ignore[arg-type]

@@ -108,7 +108,7 @@ class Aead:
         """Encrypt under a caller-supplied fresh random nonce (from :func:`random_bytes`)."""
         return self._aesgcm.encrypt(nonce, plaintext, aad)
 
-    def open(self, nonce: bytes, ciphertext: bytes, aad: bytes) -> bytes:
+    def open(self, nonce: bytes, ciphertext: bytes | memoryview, aad: bytes) -> bytes:
         """Decrypt and authenticate; any failure is an opaque IntegrityError."""
         try:
             return self._aesgcm.decrypt(nonce, ciphertext, aad)
