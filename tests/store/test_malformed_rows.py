@@ -40,16 +40,20 @@ METADATA = [
     ("labels", "not json"),
     ("labels", "[1, 2]"),
     ("labels", '{"team": 7}'),
+    ("labels", "[" * 100_000),  # nested too deeply for the JSON decoder
     ("status", "deleted-ish"),
     ("expires_at", "soon"),
     ("created_at", "yesterday"),
     ("updated_at", b"\x00"),
     ("access_count", "many"),
+    ("access_count", float("inf")),
     ("last_accessed_at", "x"),
     ("row_version", "one"),
+    ("row_version", 2**63 - 1),  # a put would overflow the column adding one
     ("category", b"\x00\xff"),
     ("description", b"\x01"),  # TEXT affinity would turn a number into text
     ("version", "two"),
+    ("version", 2.5),  # never truncated to 2
 ]
 
 
@@ -72,11 +76,19 @@ def test_malformed_metadata_is_a_typed_error_on_every_operation(
     ):
         with pytest.raises(IntegrityError):
             call()
-    # The others still read; the failed reads are audited.
+    # The others still read; the failed reads are audited; diagnose names the row.
     assert store.get("alpha", namespace="ns").value == "a"
     assert store.get("zulu", namespace="ns").value == "z"
     failures = store.audit_events(AuditFilter(name="victim", action="read", result="failure"))[0]
     assert [e.detail["reason"] for e in failures] == ["integrity", "integrity"]
+    report = store.diagnose("ns")
+    found = [(i.code, i.secret, i.secret_version) for i in report.issues]
+    if column == "version":  # the current version's number: its version row is malformed too
+        assert found == [("secret_malformed", "victim", None), ("version_malformed", "victim", None)]
+        assert report.secret_versions_checked == 3
+    else:
+        assert found == [("secret_malformed", "victim", None)]
+        assert report.secret_versions_checked == 4  # its version rows are fine and still checked
     # A malformed row can always be deleted, and the deletion is audited.
     assert store.delete("victim", namespace="ns") == 2
     with pytest.raises(SecretNotFound):
@@ -91,63 +103,161 @@ def test_diagnose_names_malformed_rows_and_repair_deletes_them_only_when_confirm
     open_test_store: Opener, db_path: Path
 ) -> None:
     store = _with_victim(open_test_store)
+    store.put("keeper", "k1", namespace="ns")
+    store.put("keeper", "k2", namespace="ns")
     for i in range(5):
         store.put(f"bulk-{i}", "b", namespace="ns")
     store.put("omega", "o", namespace="ns")
     _sql(db_path, "UPDATE kmsbox_secrets SET labels = 'oops' WHERE name = 'victim'")
-    # A history row, and a later secret whose envelope is corrupt: the walk must go on past both.
-    _sql(db_path, "UPDATE kmsbox_secret_history SET created_at = 'then' WHERE name = 'victim'")
+    # An old version of a secret whose current version is fine, and a later secret whose
+    # envelope is corrupt: the walk must go on past both.
+    _sql(db_path, "UPDATE kmsbox_secret_history SET created_at = 'then' WHERE name = 'keeper'")
     _sql(db_path, "UPDATE kmsbox_secrets SET blob = substr(blob, 1, 40) WHERE name = 'omega'")
-    store.batch_size = 2  # several pages, so the scans resume around the malformed row
+    store.batch_size = 2  # several pages, so the scans resume around the malformed rows
 
     report = store.diagnose("ns")
-    found = {(i.code, i.secret) for i in report.issues}
-    assert ("secret_malformed", "victim") in found
-    assert ("secret_corrupt", "omega") in found
-    assert not report.ok
-    assert report.secret_versions_checked >= 8  # every readable version was still checked
+    assert sorted((i.code, i.secret, i.secret_version) for i in report.issues) == [
+        ("secret_corrupt", "omega", 1),
+        ("secret_malformed", "victim", None),
+        ("version_malformed", "keeper", 1),
+    ]
+    # Every readable version was checked: 5 bulk, alpha, keeper v2, omega, victim v1 and v2, zulu.
+    assert report.secret_versions_checked == 11
 
     dry = store.repair("ns")
     assert "delete malformed secret ns/victim (every version)" in dry.needs_confirmation
-    assert store.get("alpha", namespace="ns").value == "a"
-    with pytest.raises(MalformedRow):
-        store.get("victim", namespace="ns")  # a dry run and an unconfirmed repair delete nothing
-    store.repair("ns", dry_run=False)
+    assert "delete unrecoverable secret ns/keeper v1" in dry.needs_confirmation
+    store.repair("ns", dry_run=False)  # not confirmed: nothing deleted
     with pytest.raises(MalformedRow):
         store.get("victim", namespace="ns")
+    with pytest.raises(MalformedRow):
+        store.get("keeper", namespace="ns", version=1)
 
     done = store.repair("ns", dry_run=False, confirm_delete=True)
-    assert any("deleted secret ns/victim" in line and "malformed" in line for line in done.done)
-    assert not [i for i in done.remaining if i.code == "secret_malformed"]
+    assert sorted(done.done) == [
+        "deleted secret ns/omega (1 versions; its current version was unrecoverable)",
+        "deleted secret ns/victim (2 versions; its stored row was malformed)",
+        "deleted unrecoverable version ns/keeper v1",
+    ]
+    assert done.remaining == []
     with pytest.raises(SecretNotFound):
         store.get("victim", namespace="ns")
+    assert store.get("keeper", namespace="ns").value == "k2"  # its readable version is kept
     assert all(store.get(f"bulk-{i}", namespace="ns").value == "b" for i in range(5))
     assert store.verify_audit().ok
 
 
+def test_repair_keeps_a_row_fixed_after_the_diagnosis(open_test_store: Opener, db_path: Path) -> None:
+    store = _with_victim(open_test_store)
+    _sql(db_path, "UPDATE kmsbox_secrets SET labels = 'oops' WHERE name = 'victim'")
+    doomed = [i for i in store.diagnose("ns").issues if i.destructive]
+    _sql(db_path, """UPDATE kmsbox_secrets SET labels = '{"team": "x"}' WHERE name = 'victim'""")
+    assert store._delete_unrecoverable(doomed, []) == ["kept ns/victim: its row reads again"]
+    assert store.get("victim", namespace="ns").value == "v2"
+
+
 @pytest.mark.parametrize(
-    ("table", "column", "value", "checked"),
+    ("table", "column", "value", "issue", "left"),
     [
-        # victim's v1 (history) is still checked before its malformed current row ...
-        ("kmsbox_secrets", "namespace_key_version", "one", 3),
-        ("kmsbox_secrets", "version_created_at", None, 3),
-        # ... while a malformed v1 makes the walk step past the whole secret.
-        ("kmsbox_secret_history", "namespace_key_version", "one", 2),
-        ("kmsbox_secret_history", "blob", "text, not bytes", 2),
+        # The current version's columns: the secret goes, as for any unrecoverable current version.
+        ("kmsbox_secrets", "namespace_key_version", "one", ("version_malformed", 2, True), None),
+        ("kmsbox_secrets", "version_created_at", None, ("version_malformed", 2, True), None),
+        # An old version: only that version goes.
+        ("kmsbox_secret_history", "namespace_key_version", 1.5, ("version_malformed", 1, True), "v2"),
+        ("kmsbox_secret_history", "blob", "text, not bytes", ("version_malformed", 1, True), "v2"),
+        ("kmsbox_secret_history", "created_at", "then", ("version_malformed", 1, True), "v2"),
+        # No version number to delete by: kept for a person to restore or delete.
+        ("kmsbox_secret_history", "version", "x", ("version_malformed", None, False), "v2"),
     ],
 )
 def test_diagnose_reports_a_malformed_version_row_and_checks_the_rest(
-    open_test_store: Opener, db_path: Path, table: str, column: str, value: object, checked: int
+    open_test_store: Opener,
+    db_path: Path,
+    table: str,
+    column: str,
+    value: object,
+    issue: tuple[str, int | None, bool],
+    left: str | None,
 ) -> None:
     store = _with_victim(open_test_store)
     _sql(db_path, f"UPDATE {table} SET {column} = ? WHERE name = 'victim'", (value,))
     report = store.diagnose()
-    assert [(i.code, i.secret) for i in report.issues if i.severity == "critical"] == [("secret_malformed", "victim")]
-    assert report.secret_versions_checked == checked  # alpha and zulu always
+    assert [(i.code, i.secret, i.secret_version, i.destructive) for i in report.issues] == [
+        (issue[0], "victim", issue[1], issue[2])
+    ]
+    assert report.secret_versions_checked == 3  # alpha, zulu and victim's other version
     assert store.status()["namespaces"]["ns"]  # counting versions per key skips the malformed one
     store.repair(dry_run=False, confirm_delete=True)
+    if left is None:
+        assert store.try_get("victim", namespace="ns").reason == "not_found"
+    elif issue[2]:
+        assert store.get("victim", namespace="ns").value == left
+        assert [v.version for v in store.history("victim", namespace="ns")] == [2]
+    else:
+        assert store.delete("victim", namespace="ns") == 2  # kmsbox delete still removes it, every version
     assert store.diagnose().ok
+    kept = ["victim"] if left and issue[2] else []
+    assert [i.name for i in store.list(namespace="ns").items] == sorted(["alpha", "zulu", *kept])
+
+
+def test_a_non_integer_version_never_sends_a_key_job_round_in_circles(open_test_store: Opener, db_path: Path) -> None:
+    store = _with_victim(open_test_store)
+    store.rotate_namespace_key("ns")
+    _sql(db_path, "UPDATE kmsbox_secret_history SET namespace_key_version = 1.5 WHERE name = 'victim'")
+    events = len(store.audit_events(limit=1000)[0])
+    # Re-encryption walks every version: it stops at that row with a typed error.
+    with pytest.raises(MalformedRow, match="'victim'"):
+        store.reencrypt("ns")
+    # A DEK rewrap selects by key version, so 1.5 is simply not one of key 1's versions.
+    assert store.rewrap_deks("ns").processed == 3  # alpha, zulu and victim v2
+    assert len(store.audit_events(limit=1000)[0]) - events <= 4  # not an event per retried batch
+    store.repair(dry_run=False, confirm_delete=True)
+    assert store.reencrypt("ns").processed == 3
+    assert [store.get(n, namespace="ns").value for n in ("alpha", "victim", "zulu")] == ["a", "v2", "z"]
+    assert [v.version for v in store.history("victim", namespace="ns")] == [2]
+
+
+def test_a_malformed_expired_secret_does_not_stop_the_cleanup_of_the_others(
+    open_test_store: Opener, db_path: Path
+) -> None:
+    store = open_test_store()
+    store.batch_size = 2
+    for name in ("a-old", "b-old", "victim", "z-old", "y-old"):
+        store.put(name, "v", namespace="ns", expires=3600)
+    store.put("fresh", "f", namespace="ns")
+    _sql(db_path, "UPDATE kmsbox_secrets SET expires_at = 1, labels = 'oops' WHERE name = 'victim'")
+    _sql(db_path, "UPDATE kmsbox_secrets SET expires_at = 2 WHERE name LIKE '%-old'")
+    assert store.cleanup_expired() == 4
+    assert [(i.code, i.secret) for i in store.diagnose("ns").issues] == [("secret_malformed", "victim")]
+    assert store.get("fresh", namespace="ns").value == "f"
+    assert store.cleanup_expired() == 0
+
+
+def test_text_that_is_not_utf8_is_a_typed_error_and_can_be_deleted(open_test_store: Opener, db_path: Path) -> None:
+    store = _with_victim(open_test_store)
+    _sql(db_path, "UPDATE kmsbox_secrets SET labels = CAST(X'FF' AS TEXT) WHERE name = 'victim'")
+    with pytest.raises(MalformedRow, match="'victim' in namespace 'ns' is malformed"):
+        store.get("victim", namespace="ns")
+    assert store.try_get("victim", namespace="ns").reason == "integrity"
+    with pytest.raises(MalformedRow, match="not UTF-8"):
+        store.list(namespace="ns")
+    assert store.get("zulu", namespace="ns").value == "z"
+    assert store.delete("victim", namespace="ns") == 2
     assert [i.name for i in store.list(namespace="ns").items] == ["alpha", "zulu"]
+    _sql(db_path, "UPDATE kmsbox_audit_events SET actor = CAST(X'FF' AS TEXT) WHERE seq = 2")
+    problems = store.verify_audit().problems
+    assert len(problems) == 1 and "cannot be read" in problems[0]
+
+
+def test_a_namespace_key_row_with_a_blob_namespace_does_not_break_diagnosis(
+    open_test_store: Opener, db_path: Path
+) -> None:
+    store = _with_victim(open_test_store)
+    store.put("t", "w", namespace="other")
+    _sql(db_path, "UPDATE kmsbox_namespace_keys SET namespace = X'00' WHERE namespace = 'other'")
+    report = store.diagnose()
+    assert report.namespaces_checked == 2  # the audit key's and ns: a blob cannot be addressed
+    assert store.get("alpha", namespace="ns").value == "a"
 
 
 @pytest.mark.parametrize(
@@ -183,11 +293,18 @@ def test_a_malformed_namespace_key_row_fails_that_namespace_only(
 
 
 @pytest.mark.parametrize(
-    ("column", "value"),
-    [("time", "noon"), ("context", "not json"), ("detail", "[]"), ("secret_version", "v"), ("mac", "text mac")],
+    ("column", "value", "lists"),
+    [
+        ("time", "noon", False),
+        ("context", "not json", False),
+        ("detail", "[]", False),
+        ("secret_version", "v", False),
+        ("audit_key_version", float("inf"), False),
+        ("context", '{"a": "\\ud800"}', True),  # valid JSON, but no UTF-8 for the MAC input
+    ],
 )
 def test_a_malformed_audit_event_is_reported_by_verify_and_the_store_goes_on(
-    open_test_store: Opener, db_path: Path, column: str, value: object
+    open_test_store: Opener, db_path: Path, column: str, value: object, lists: bool
 ) -> None:
     store = open_test_store()
     for i in range(4):
@@ -197,31 +314,50 @@ def test_a_malformed_audit_event_is_reported_by_verify_and_the_store_goes_on(
     store = open_test_store()
 
     result = store.verify_audit()
-    assert not result.ok
-    assert result.problems[0].startswith("event 3 was altered")
+    # Exactly that event: its MAC is intact, so the next one still follows it.
+    assert result.problems == ["event 3 was altered: it holds values kmsbox never writes"]
     assert result.events_checked == result.head_seq  # it went on to the end
-    if column == "mac":
-        assert len(store.audit_events()[0]) == result.head_seq  # a wrong MAC is only a wrong MAC
+    if lists:
+        assert len(store.audit_events()[0]) == result.head_seq
     else:
         with pytest.raises(IntegrityError, match="audit event 3 is malformed"):
             store.audit_events()
-    # Writes and reads go on (the last event is the malformed one for the MAC case too).
-    _sql(
-        db_path,
-        f"UPDATE kmsbox_audit_events SET {column} = ? WHERE seq = (SELECT MAX(seq) FROM kmsbox_audit_events)",
-        (value,),
-    )
-    store.close()
-    store = open_test_store()
+    assert store.audit_events(after=3)[0]  # events after the damage still list
     store.put("after", "a", namespace="ns")
     assert store.get("after", namespace="ns").value == "a"
-    assert store.audit_events(after=result.head_seq + 1)[0]  # events after the damage still list
-    problems = store.verify_audit().problems
-    assert problems[0].startswith("event 3 was altered")
-    assert len(problems) <= 4  # damage is reported where it is, not as a cascade to the end
+    assert store.verify_audit().problems == result.problems  # the new events chain on correctly
 
 
-@pytest.mark.parametrize("state", ["not json", "[]", '{"name": 5, "version": 1, "started": 0}', '{"name": "a"}'])
+def test_an_altered_mac_is_reported_and_later_events_chain_on_from_it(open_test_store: Opener, db_path: Path) -> None:
+    store = open_test_store()
+    for i in range(6):
+        store.put(f"s{i}", "v", namespace="ns")
+    store.close()
+    _sql(db_path, "UPDATE kmsbox_audit_events SET mac = 'text mac' WHERE seq = 3")
+    _sql(db_path, "UPDATE kmsbox_audit_events SET mac = 'head' WHERE seq = (SELECT MAX(seq) FROM kmsbox_audit_events)")
+    store = open_test_store()
+    head = store.verify_audit().head_seq
+    expected = [
+        "event 3 was altered, moved or does not follow its predecessor",
+        "event 4 was altered, moved or does not follow its predecessor",
+        f"event {head} was altered, moved or does not follow its predecessor",
+    ]
+    assert store.verify_audit().problems == expected
+    assert len(store.audit_events(limit=1000)[0]) == head  # a wrong MAC still lists
+    store.put("after", "a", namespace="ns")  # appends after a head whose MAC is text
+    assert store.verify_audit().problems == expected
+
+
+@pytest.mark.parametrize(
+    "state",
+    [
+        "not json",
+        "[]",
+        '{"name": 5, "version": 1, "started": 0}',
+        '{"name": "a"}',
+        '{"name": "a", "version": 99999999999999999999, "started": 0}',
+    ],
+)
 def test_a_malformed_job_checkpoint_is_discarded_and_the_job_starts_over(
     open_test_store: Opener, db_path: Path, state: str
 ) -> None:

@@ -32,13 +32,27 @@ __all__ = [
 
 class MalformedRow(IntegrityError):
     """A stored row holds values no kmsbox wrote: a wrong type, an unknown status or
-    broken JSON, changed through the database. ``namespace`` and ``name`` say whose
-    row it is (None where the row is not a secret's), so diagnosis can name it."""
+    broken JSON, changed through the database.
 
-    def __init__(self, message: str, *, namespace: str | None = None, name: str | None = None) -> None:
+    ``namespace``, ``name`` and ``version`` say whose row it is where they could be
+    read (None otherwise), so diagnosis can name it; ``position`` is the row's
+    (name, version) exactly as stored, for a walk in that order to resume after it.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        namespace: str | None = None,
+        name: str | None = None,
+        version: int | None = None,
+        position: tuple[Any, Any] | None = None,
+    ) -> None:
         super().__init__(message)
         self.namespace = namespace
         self.name = name
+        self.version = version
+        self.position = position
 
 
 class StaleAuditHead(ConflictError):
@@ -211,7 +225,8 @@ class Transaction(Protocol):
         ...
 
     def expired_secrets(self, before: float, limit: int) -> list[SecretRow]:
-        """Secrets whose expiry is before ``before`` (a batch)."""
+        """Secrets whose expiry is before ``before`` (a batch; rows that do not decode
+        are left out, so a caller loops until a batch comes back empty)."""
         ...
 
     def namespaces(self) -> list[str]:
@@ -225,9 +240,11 @@ class Transaction(Protocol):
         ...
 
     def versions_in_namespace(
-        self, namespace: str, after: tuple[str, int] | None, limit: int
+        self, namespace: str, after: tuple[Any, Any] | None, limit: int
     ) -> list[SecretVersionRow]:
-        """A batch of all versions of a namespace, ordered by (name, version)."""
+        """A batch of all versions of a namespace, ordered by (name, version).
+
+        ``after`` may also be a :class:`MalformedRow`'s ``position``, to resume past it."""
         ...
 
     def count_versions_by_key(self, namespace: str) -> dict[int, int]:

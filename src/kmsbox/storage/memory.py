@@ -13,10 +13,11 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from kmsbox.errors import ConfigError, ConflictError, StorageError
+from kmsbox.errors import ConfigError, ConflictError, KmsboxError, StorageError
 from kmsbox.hookspecs import hookimpl
+from kmsbox.storage.base import MalformedRow
 from kmsbox.storage.sql import SqlBackend, SqlTransaction
-from kmsbox.storage.sqlite import SQLITE_DIALECT
+from kmsbox.storage.sqlite import SQLITE_DIALECT, not_utf8
 
 __all__ = ["MemoryBackend", "open_memory"]
 
@@ -57,9 +58,11 @@ class MemoryBackend(SqlBackend):
         if conn.in_transaction:
             conn.execute("ROLLBACK")
 
-    def _storage_error(self, exc: BaseException) -> StorageError | ConflictError | None:
+    def _storage_error(self, exc: BaseException) -> KmsboxError | None:
         if SQLITE_DIALECT.is_conflict(exc):
             return ConflictError("row already exists")
+        if not_utf8(exc):
+            return MalformedRow("the memory store holds text that is not UTF-8")
         if isinstance(exc, sqlite3.DatabaseError):
             return StorageError(f"memory store error: {exc}")
         return None

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import json
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
@@ -16,9 +15,10 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any
 
-from kmsbox.errors import ConfigError, ConflictError, StorageError
+from kmsbox.errors import ConfigError, ConflictError, KmsboxError, StorageError
 from kmsbox.format import sorted_json_encoder
 from kmsbox.kek import WrappedKey
+from kmsbox.storage import rows as decode
 from kmsbox.storage.base import (
     AuditFilter,
     AuditRow,
@@ -98,6 +98,8 @@ class Dialect:
     #: Write transactions are serialised, so a connection may remember the audit head it wrote.
     caches_audit_head: bool = False
     is_conflict: Callable[[BaseException], bool] = field(default=lambda exc: False)
+    #: The driver could not read a stored value at all (SQLite: TEXT that is not UTF-8).
+    is_undecodable: Callable[[BaseException], bool] = field(default=lambda exc: False)
     _cache: dict[str, str] = field(default_factory=dict, compare=False, repr=False)
 
     def sql(self, text: str) -> str:
@@ -117,57 +119,6 @@ class Dialect:
             empty_blob=self.empty_blob,
             without_rowid=self.without_rowid,
         )
-
-
-_SECRET_STATUSES = frozenset(("active", "disabled"))
-
-
-def _secret(row: Any) -> SecretRow:
-    """A metadata row, checked: values altered through the database are an IntegrityError."""
-    # Positional, and conversions that cost little when the value already has its type:
-    # this runs on every get.
-    try:
-        expires, category, description, last = row[6], row[7], row[8], row[11]
-        out = SecretRow(
-            row[0],
-            row[1],
-            int(row[2]),
-            row[3],
-            float(row[4]),
-            float(row[5]),
-            None if expires is None else float(expires),
-            category,
-            description,
-            _labels(row[9]),
-            int(row[10]),
-            None if last is None else float(last),
-            int(row[12]),
-        )
-    except (TypeError, ValueError):
-        out = None
-    if (
-        out is None
-        or out.status not in _SECRET_STATUSES
-        or (category is not None and type(category) is not str)
-        or (description is not None and type(description) is not str)
-    ):
-        raise _malformed_secret(row[0], row[1])
-    return out
-
-
-def _malformed_secret(namespace: Any, name: Any) -> MalformedRow:
-    return MalformedRow(
-        f"the stored row of secret {name!r} in namespace {namespace!r} is malformed", namespace=namespace, name=name
-    )
-
-
-def _labels(text: Any) -> dict[str, str]:
-    if text == "{}":
-        return {}
-    labels = json.loads(text)
-    if type(labels) is not dict or not all(type(v) is str for v in labels.values()):
-        raise ValueError("labels are not an object of strings")
-    return labels
 
 
 _encode_json = sorted_json_encoder(compact=False, ensure_ascii=True)  # json.dumps(..., sort_keys=True)
@@ -208,77 +159,8 @@ def _check_current(row: SecretRow, current: SecretVersionRow | None) -> None:
         raise ValueError("current must be the version the secret row points at")
 
 
-def _stored_version(
-    namespace: str, name: str, version: Any, key_version: Any, created_at: Any, blob: Any
-) -> SecretVersionRow:
-    # Values altered through the database (NULLs, text) are a corrupt row, not a crash.
-    try:
-        # memoryview, not bytes(): bytes() of an integer would allocate that many zeros.
-        data = blob if type(blob) is bytes else bytes(memoryview(blob))
-        return SecretVersionRow(namespace, name, int(version), data, int(key_version), float(created_at))
-    except (TypeError, ValueError):
-        raise _malformed_secret(namespace, name) from None
-
-
 def _version(row: Any, blob: Any = b"") -> SecretVersionRow:
-    return _stored_version(row[0], row[1], row[2], row[3], row[4], blob)
-
-
-def _audit(row: Any) -> AuditRow:
-    """An event; one altered through the database comes back marked ``malformed``
-    (so that ``verify`` reports it and goes on) rather than raising."""
-    try:
-        return AuditRow(
-            seq=int(row[0]),
-            time=float(row[1]),
-            namespace=_optional_text(row[2]),
-            name=_optional_text(row[3]),
-            secret_version=None if row[4] is None else int(row[4]),
-            action=_text(row[5]),
-            result=_text(row[6]),
-            actor=_optional_text(row[7]),
-            context=_json_dict(row[8]),
-            detail=_json_dict(row[9]),
-            audit_key_version=int(row[10]),
-            mac=_mac_bytes(row[11]),
-        )
-    except (TypeError, ValueError, RecursionError):
-        return AuditRow(
-            int(row[0]), 0.0, None, None, None, "", "", None, {}, {}, 0, _mac_bytes(row[11]), malformed=True
-        )
-
-
-def _job(row: Any) -> JobRow:
-    try:
-        return JobRow(_text(row[0]), _text(row[1]), _text(row[2]), float(row[3]))
-    except (TypeError, ValueError):
-        raise MalformedRow(f"the stored checkpoint of job {row[0]!r} is malformed") from None
-
-
-def _text(value: Any) -> str:
-    if type(value) is not str:
-        raise TypeError("not text")
-    return value
-
-
-def _optional_text(value: Any) -> str | None:
-    return None if value is None else _text(value)
-
-
-def _json_dict(text: Any) -> dict[str, Any]:
-    value = json.loads(text)
-    if type(value) is not dict:
-        raise TypeError("not a JSON object")
-    return value
-
-
-def _mac_bytes(value: Any) -> bytes:
-    # Whatever is stored, as bytes, the same way each time: the chain goes on from an
-    # altered MAC (the next append, and verify, both see these bytes) instead of
-    # refusing every later write.
-    if isinstance(value, (bytes, bytearray, memoryview)):
-        return bytes(value)
-    return str(value).encode("utf-8", "surrogatepass")
+    return decode.stored_version(row[0], row[1], row[2], row[3], row[4], blob)
 
 
 class SqlTransaction:
@@ -313,8 +195,22 @@ class SqlTransaction:
     def get_secret(self, namespace: str, name: str, *, for_update: bool = False) -> SecretRow | None:
         """The metadata row, locked when asked (where the engine has row locks)."""
         sql = _GET_SECRET + self._d.for_update if for_update else _GET_SECRET
-        row = self._q(sql, (namespace, name)).fetchone()
-        return None if row is None else _secret(row)
+        row = self._fetch_secret_row(sql, namespace, name)
+        return None if row is None else decode.secret(row)
+
+    def _fetch_secret_row(self, sql: str, namespace: str, name: str) -> Any:
+        # One secret's row: a value the driver cannot read at all is that secret's
+        # MalformedRow (the transaction goes on, so the row can still be deleted).
+        try:
+            return self._q(sql, (namespace, name)).fetchone()
+        except Exception as exc:
+            if self._d.is_undecodable(exc):
+                raise MalformedRow(
+                    f"the stored row of secret {name!r} in namespace {namespace!r} is malformed",
+                    namespace=namespace,
+                    name=name,
+                ) from None
+            raise
 
     def secret_for_write(self, namespace: str, name: str) -> tuple[int | None, SecretRow | None]:
         """The namespace's active key version and the secret's row, locked: what a put reads."""
@@ -334,15 +230,15 @@ class SqlTransaction:
         self, namespace: str, name: str, version: int | None
     ) -> tuple[SecretRow, SecretVersionRow | None] | None:
         """Metadata and one version: one statement for the current version."""
-        tail = self._q(_GET_CURRENT, (namespace, name)).fetchone()
+        tail = self._fetch_secret_row(_GET_CURRENT, namespace, name)
         if tail is None:
             return None
         row = (namespace, name, *tail)
-        secret = _secret(row)
+        secret = decode.secret(row)
         if version is None or version == secret.version:
             if row[15] is None:
                 return secret, None
-            return secret, _stored_version(namespace, name, secret.version, row[13], row[14], row[15])
+            return secret, decode.stored_version(namespace, name, secret.version, row[13], row[14], row[15])
         old = self._q(
             "SELECT namespace_key_version, created_at, blob FROM kmsbox_secret_history "
             "WHERE namespace = ? AND name = ? AND version = ?",
@@ -350,7 +246,7 @@ class SqlTransaction:
         ).fetchone()
         if old is None:
             return secret, None
-        return secret, _stored_version(namespace, name, version, old[0], old[1], old[2])
+        return secret, decode.stored_version(namespace, name, version, old[0], old[1], old[2])
 
     def insert_secret(self, row: SecretRow, current: SecretVersionRow | None = None) -> None:
         """Insert a new secret row, with its current version when given (one statement)."""
@@ -531,7 +427,7 @@ class SqlTransaction:
                 params.append(category)
             sql += " ORDER BY name LIMIT ?"
             params.append(limit)
-            rows = [_secret(r) for r in self._q(sql, tuple(params)).fetchall()]
+            rows = [decode.secret(r) for r in self._q(sql, tuple(params)).fetchall()]
             if not rows:
                 break
             for row in rows:
@@ -545,18 +441,24 @@ class SqlTransaction:
         return out
 
     def expired_secrets(self, before: float, limit: int) -> list[SecretRow]:
-        """A batch of secrets that expired before ``before``."""
-        rows = self._q(
+        """A batch of secrets that expired before ``before`` (malformed rows left out)."""
+        found = []
+        for r in self._q(
             f"SELECT {_SECRET_COLUMNS} FROM kmsbox_secrets WHERE expires_at IS NOT NULL AND expires_at < ? "
             "ORDER BY expires_at LIMIT ?",
             (before, limit),
-        ).fetchall()
-        return [_secret(r) for r in rows]
+        ).fetchall():
+            try:
+                found.append(decode.secret(r))
+            except MalformedRow:
+                continue  # diagnose names it; the other expired secrets still go
+        return found
 
     def namespaces(self) -> list[str]:
         """Namespaces that have a key (a secret is only ever written after its namespace has one)."""
         rows = self._q("SELECT DISTINCT namespace FROM kmsbox_namespace_keys ORDER BY namespace").fetchall()
-        return [r[0] for r in rows]
+        # A non-text namespace was written through the database and cannot be addressed.
+        return [r[0] for r in rows if type(r[0]) is str]
 
     def versions_under_key(
         self, namespace: str, namespace_key_version: int, after: tuple[str, int] | None, limit: int
@@ -565,13 +467,13 @@ class SqlTransaction:
         return self._versions_after(namespace, after, limit, " AND namespace_key_version = ?", (namespace_key_version,))
 
     def versions_in_namespace(
-        self, namespace: str, after: tuple[str, int] | None, limit: int
+        self, namespace: str, after: tuple[Any, Any] | None, limit: int
     ) -> list[SecretVersionRow]:
         """A batch of every version of a namespace, with blobs, by (name, version)."""
         return self._versions_after(namespace, after, limit, "", ())
 
     def _versions_after(
-        self, namespace: str, after: tuple[str, int] | None, limit: int, extra: str, extra_params: tuple[Any, ...]
+        self, namespace: str, after: tuple[Any, Any] | None, limit: int, extra: str, extra_params: tuple[Any, ...]
     ) -> list[SecretVersionRow]:
         name, version = after or ("", 0)
         # A row-value bound lets both engines seek to the cursor instead of scanning up to it.
@@ -596,8 +498,8 @@ class SqlTransaction:
         counts: dict[int, int] = {}
         for key_version, count in rows:
             try:
-                counts[int(key_version)] = int(count)
-            except (TypeError, ValueError):
+                counts[decode.whole(key_version)] = int(count)
+            except decode.DECODE_ERRORS:
                 continue  # a version row changed through the database: reading it says so
         return counts
 
@@ -614,13 +516,14 @@ class SqlTransaction:
             (namespace,),
         ).fetchall():
             try:
-                version = int(r[0])
+                version = decode.whole(r[0])
                 row = keys.get(version)
                 if row is None:
-                    row = keys[version] = NamespaceKeyRow(namespace, version, _text(r[1]), float(r[2]), float(r[3]))
+                    row = NamespaceKeyRow(namespace, version, decode.text(r[1]), decode.real(r[2]), decode.real(r[3]))
+                    keys[version] = row
                 if r[4] is not None:
-                    row.wraps.append(WrappedKey(_text(r[4]), _text(r[5]), bytes(memoryview(r[6]))))
-            except (TypeError, ValueError):
+                    row.wraps.append(WrappedKey(decode.text(r[4]), decode.text(r[5]), bytes(memoryview(r[6]))))
+            except decode.DECODE_ERRORS:
                 raise MalformedRow(f"the stored row of namespace key {namespace!r} v{r[0]!r} is malformed") from None
         return list(keys.values())
 
@@ -640,8 +543,8 @@ class SqlTransaction:
         if row is None:
             return None
         try:
-            return int(row[0])
-        except (TypeError, ValueError):
+            return decode.whole(row[0])
+        except decode.DECODE_ERRORS:
             raise MalformedRow(f"the stored row of namespace key {namespace!r} is malformed") from None
 
     def set_namespace_key_status(self, namespace: str, version: int, status: str, at: float) -> None:
@@ -696,7 +599,7 @@ class SqlTransaction:
         ):
             raise StorageError("audit chain head row is missing")
         row = self._q("SELECT seq, mac FROM kmsbox_audit_events ORDER BY seq DESC LIMIT 1").fetchone()
-        return (0, b"") if row is None else (int(row[0]), _mac_bytes(row[1]))
+        return (0, b"") if row is None else (int(row[0]), decode.mac_bytes(row[1]))
 
     def append_audit(self, row: AuditRow) -> None:
         """Insert an event and move the head (StaleAuditHead if the head given was stale)."""
@@ -757,7 +660,7 @@ class SqlTransaction:
             params.append(filters.until)
         sql += " ORDER BY seq LIMIT ?"
         params.append(limit)
-        rows = [_audit(r) for r in self._q(sql, tuple(params)).fetchall()]
+        rows = [decode.audit_event(r) for r in self._q(sql, tuple(params)).fetchall()]
         for event in rows:
             if event.malformed:
                 raise MalformedRow(f"audit event {event.seq} is malformed; audit verify reports every altered event")
@@ -768,14 +671,14 @@ class SqlTransaction:
         rows = self._q(
             f"SELECT {_AUDIT_COLUMNS} FROM kmsbox_audit_events WHERE seq > ? ORDER BY seq LIMIT ?", (after_seq, limit)
         )
-        return [_audit(r) for r in rows.fetchall()]
+        return [decode.audit_event(r) for r in rows.fetchall()]
 
     # --- jobs ------------------------------------------------------------------------------
 
     def get_job(self, job_id: str) -> JobRow | None:
         """A job checkpoint."""
         r = self._q("SELECT job_id, kind, state, updated_at FROM kmsbox_jobs WHERE job_id = ?", (job_id,)).fetchone()
-        return None if r is None else _job(r)
+        return None if r is None else decode.job(r)
 
     def put_job(self, row: JobRow) -> None:
         """Upsert a checkpoint."""
@@ -792,7 +695,7 @@ class SqlTransaction:
     def list_jobs(self) -> list[JobRow]:
         """Unfinished jobs."""
         rows = self._q("SELECT job_id, kind, state, updated_at FROM kmsbox_jobs ORDER BY job_id").fetchall()
-        return [_job(r) for r in rows]
+        return [decode.job(r) for r in rows]
 
 
 class _TxScope:
@@ -913,7 +816,7 @@ class SqlBackend(ABC):
         """Serialise concurrent migrations (SQLite's write lock already does)."""
 
     @abstractmethod
-    def _storage_error(self, exc: BaseException) -> StorageError | ConflictError | None:
+    def _storage_error(self, exc: BaseException) -> KmsboxError | None:
         """Map a driver exception to kmsbox's errors, or None if not a driver error."""
 
     @abstractmethod

@@ -14,9 +14,16 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlparse
 
-from kmsbox.errors import ConfigError, ConflictError, StorageError
+from kmsbox.errors import ConfigError, ConflictError, KmsboxError, StorageError
 from kmsbox.hookspecs import hookimpl
+from kmsbox.storage.base import MalformedRow
 from kmsbox.storage.sql import Dialect, SqlBackend
+
+
+def not_utf8(exc: BaseException) -> bool:
+    """Whether sqlite3 failed to read a TEXT value that is not UTF-8 (written through the database)."""
+    return isinstance(exc, sqlite3.OperationalError) and "Could not decode to UTF-8" in str(exc)
+
 
 __all__ = ["SQLITE_DIALECT", "SqliteBackend", "open_sqlite"]
 
@@ -26,7 +33,11 @@ def _is_conflict(exc: BaseException) -> bool:
 
 
 SQLITE_DIALECT = Dialect(
-    name="sqlite", without_rowid=" WITHOUT ROWID", caches_audit_head=True, is_conflict=_is_conflict
+    name="sqlite",
+    without_rowid=" WITHOUT ROWID",
+    caches_audit_head=True,
+    is_conflict=_is_conflict,
+    is_undecodable=not_utf8,
 )
 
 
@@ -91,10 +102,14 @@ class SqliteBackend(SqlBackend):
         if conn.in_transaction:
             conn.execute("ROLLBACK")
 
-    def _storage_error(self, exc: BaseException) -> StorageError | ConflictError | None:
+    def _storage_error(self, exc: BaseException) -> KmsboxError | None:
         if _is_conflict(exc):
             return ConflictError("row already exists (a concurrent writer got there first)")
         if isinstance(exc, sqlite3.DatabaseError):
+            if not_utf8(exc):
+                return MalformedRow(
+                    f"SQLite store {self.path} holds text that is not UTF-8 (changed through the database)"
+                )
             if "not a database" in str(exc) or "malformed" in str(exc):
                 return StorageError(f"SQLite store {self.path} is corrupt or not a kmsbox database")
             return StorageError(f"SQLite error on {self.path}: {exc}")

@@ -16,7 +16,7 @@ from typing import Any
 from kmsbox import format as fmt
 from kmsbox._crypto import HmacSha256, constant_time_equal
 from kmsbox.errors import StorageError
-from kmsbox.storage.base import AuditFilter, AuditRow, StaleAuditHead, StorageBackend, Transaction
+from kmsbox.storage.base import AuditFilter, AuditRow, MalformedRow, StaleAuditHead, StorageBackend, Transaction
 
 __all__ = ["ACTIONS", "RESULTS", "AuditEvent", "AuditLog", "AuditVerification", "Checkpoint"]
 
@@ -244,12 +244,16 @@ class AuditLog:
         checkpoint_seen = checkpoint is None or checkpoint.seq == 0
         after = 0
         while True:
-            with self._backend.read() as tx:
-                rows = tx.audit_range(after, _BATCH)
+            try:
+                with self._backend.read() as tx:
+                    rows = tx.audit_range(after, _BATCH)
+            except MalformedRow as exc:  # a value the driver cannot read at all
+                problems.append(f"events after {after} cannot be read ({exc}): the log was altered")
+                break
             for row in rows:
                 if row.seq != expected_seq:
                     problems.append(f"events {expected_seq}..{row.seq - 1} are missing (or reordered)")
-                if row.malformed:
+                if row.malformed or not _encodable(row):
                     problems.append(f"event {row.seq} was altered: it holds values kmsbox never writes")
                 elif not constant_time_equal(self._mac.digest(prev_mac + _mac_input(row)), row.mac):
                     problems.append(f"event {row.seq} was altered, moved or does not follow its predecessor")
@@ -269,3 +273,12 @@ class AuditLog:
         if not checkpoint_seen and checkpoint is not None:
             problems.append(f"event {checkpoint.seq} from the checkpoint is gone: the log was truncated")
         return AuditVerification(not problems, checked, head_seq, problems)
+
+
+def _encodable(row: AuditRow) -> bool:
+    """Whether an event read back can be put into MAC input (a lone surrogate cannot)."""
+    try:
+        _mac_input(row)
+    except (UnicodeEncodeError, ValueError, TypeError, RecursionError):
+        return False
+    return True

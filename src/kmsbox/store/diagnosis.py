@@ -26,11 +26,45 @@ __all__ = ["DiagnosisMixin", "DiagnosisReport", "Issue", "RepairReport"]
 T = TypeVar("T")
 
 
-def _past(exc: MalformedRow, after: str) -> tuple[str, int]:
-    """A cursor just past the malformed secret ``exc`` names (every version of it)."""
-    if not isinstance(exc.name, str) or exc.name < after:
-        raise exc  # no name to step past: report the error rather than loop
-    return exc.name, 2**62
+def _reads(tx: Transaction, ns: str, name: str, version: int | None) -> bool:
+    """Whether a version row decodes now."""
+    try:
+        tx.get_secret_with_blob(ns, name, version)
+    except MalformedRow:
+        return False
+    return True
+
+
+def _resume_after(exc: MalformedRow, after: object) -> tuple[Any, Any]:
+    """Where a walk goes on after the malformed row ``exc`` (exactly that row skipped)."""
+    if exc.position is None or exc.position == after:
+        raise exc  # nothing to step past: report the error rather than loop
+    return exc.position
+
+
+def _malformed_issue(ns: str, exc: MalformedRow, *, version_row: bool) -> Issue:
+    """A secret's metadata row (``secret_malformed``) or one version row (``version_malformed``)
+    changed through the database to values kmsbox never writes."""
+    code = "version_malformed" if version_row else "secret_malformed"
+    if exc.name is None:
+        return Issue(code, "critical", f"namespace {ns!r}: {exc}", "restore the row from a backup", ns)
+    if not version_row:
+        action = "restore the row from a backup, or repair --confirm-delete to delete the secret"
+    elif exc.version is not None:
+        action = "restore the row from a backup, or repair --confirm-delete to delete that version"
+    else:
+        action = f"restore the row from a backup, or delete the secret (kmsbox delete {ns} {exc.name})"
+    where = f" v{exc.version}" if version_row and exc.version is not None else ""
+    return Issue(
+        code,
+        "critical",
+        f"secret {ns}/{exc.name}{where}: its stored row holds values kmsbox never writes (changed through the database)",
+        action,
+        ns,
+        secret=exc.name,
+        secret_version=exc.version if version_row else None,
+        destructive=not version_row or exc.version is not None,
+    )
 
 
 SEVERITIES = ("critical", "warning", "info")
@@ -292,8 +326,8 @@ class DiagnosisMixin(LifecycleMixin):
             report.issues += issues
             if not check_secrets or ns == AUDIT_NAMESPACE:
                 continue
-            malformed = self._malformed_secrets(ns)
-            after: tuple[str, int] | None = None
+            report.issues += self._malformed_secrets(ns)
+            after: tuple[Any, Any] | None = None
             step = self.batch_size
             while True:
                 try:
@@ -303,8 +337,8 @@ class DiagnosisMixin(LifecycleMixin):
                     if step > 1:
                         step = 1  # one row at a time up to the malformed one, so no good row is skipped
                         continue
-                    after, step = _past(exc, after[0] if after else ""), self.batch_size
-                    malformed.add(str(exc.name))
+                    after, step = _resume_after(exc, after), self.batch_size
+                    report.issues.append(_malformed_issue(ns, exc, version_row=True))
                     continue
                 if not batch:
                     break
@@ -350,18 +384,6 @@ class DiagnosisMixin(LifecycleMixin):
                             )
                         )
                 after = (batch[-1].name, batch[-1].version)
-            report.issues += [
-                Issue(
-                    "secret_malformed",
-                    "critical",
-                    f"secret {ns}/{name}: its stored row holds values kmsbox never writes (changed through the database)",
-                    "restore the row from a backup, or repair --confirm-delete to delete the secret",
-                    ns,
-                    secret=name,
-                    destructive=True,
-                )
-                for name in sorted(malformed)
-            ]
         order = {s: i for i, s in enumerate(SEVERITIES)}
         report.issues.sort(key=lambda i: (order.get(i.severity, 9), i.namespace or "", i.code))
         self._audit_diag(
@@ -371,20 +393,17 @@ class DiagnosisMixin(LifecycleMixin):
         )
         return report
 
-    def _malformed_secrets(self, ns: str) -> set[str]:
-        """Names of the secrets of ``ns`` whose metadata row does not decode (one page at a time)."""
-        found: set[str] = set()
-        after: str | None = None
+    def _malformed_secrets(self, ns: str) -> list[Issue]:
+        """The secrets of ``ns`` whose metadata row does not decode (one page at a time)."""
+        found: list[Issue] = []
+        after: Any = None
         while True:
             try:
                 with self.backend.read() as tx:
                     page = tx.list_secrets(ns, category=None, label=None, after=after, limit=self.batch_size)
             except MalformedRow as exc:
-                name = _past(exc, after or "")[0]
-                if name == after:
-                    raise
-                found.add(name)
-                after = name
+                after = _resume_after(exc, (after, None))[0]
+                found.append(_malformed_issue(ns, exc, version_row=False))
                 continue
             if len(page) < self.batch_size:
                 return found
@@ -486,7 +505,9 @@ class DiagnosisMixin(LifecycleMixin):
             ns, name, version = issue.namespace, issue.secret, issue.secret_version
             assert ns is not None and name is not None
 
-            def op(tx: Transaction, ns: str = ns, name: str = name, version: int | None = version) -> str:
+            def op(
+                tx: Transaction, ns: str = ns, name: str = name, version: int | None = version, code: str = issue.code
+            ) -> str:
                 try:
                     row = tx.get_secret(ns, name, for_update=True)
                 except MalformedRow:
@@ -494,6 +515,10 @@ class DiagnosisMixin(LifecycleMixin):
                 else:
                     if row is None:
                         return f"{ns}/{name} already gone"
+                    # Checked again under the lock: a row fixed (or rewritten) since the
+                    # diagnosis is kept.
+                    if code == "secret_malformed" or (code == "version_malformed" and _reads(tx, ns, name, version)):
+                        return f"kept {ns}/{name}: its row reads again"
                 if row is None or version is None:
                     count = tx.delete_secret(ns, name)
                     what = f"deleted secret {ns}/{name} ({count} versions; its stored row was malformed)"

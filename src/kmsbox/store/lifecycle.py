@@ -618,6 +618,6 @@ def _reencrypt_checkpoint(state: str) -> tuple[tuple[str, int] | None, float] | 
         return None
     if name is None:
         return None, started
-    if type(name) is not str or type(version) is not int:
+    if type(name) is not str or type(version) is not int or not 0 <= version < 2**62:
         return None
     return (name, version), started

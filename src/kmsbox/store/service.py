@@ -426,7 +426,8 @@ class SecretStore(DiagnosisMixin, ImportMixin):
 
             done = self._write(op)
             total += done
-            if done < self.batch_size:
+            # Not "< batch_size": a batch leaves out malformed rows, which stay behind.
+            if done == 0:
                 return total
 
     # --- reads --------------------------------------------------------------------------

@@ -25,7 +25,7 @@ import psycopg.errors
 from psycopg.conninfo import conninfo_to_dict
 from psycopg.pq import TransactionStatus
 
-from kmsbox.errors import ConfigError, ConflictError, StorageError
+from kmsbox.errors import ConfigError, ConflictError, KmsboxError, StorageError
 from kmsbox.storage.sql import Dialect, SqlBackend, SqlTransaction
 
 __all__ = ["POSTGRES_DIALECT", "PostgresBackend", "open_postgres"]
@@ -178,7 +178,7 @@ class PostgresBackend(SqlBackend):
 
     # --- errors --------------------------------------------------------------------------
 
-    def _storage_error(self, exc: BaseException) -> StorageError | ConflictError | None:
+    def _storage_error(self, exc: BaseException) -> KmsboxError | None:
         if _is_conflict(exc):
             return ConflictError("row already exists (a concurrent writer got there first)")
         if isinstance(exc, (psycopg.errors.SerializationFailure, psycopg.errors.DeadlockDetected)):
