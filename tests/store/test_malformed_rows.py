@@ -44,6 +44,7 @@ METADATA = [
     ("status", "deleted-ish"),
     ("expires_at", "soon"),
     ("created_at", "yesterday"),
+    ("created_at", float("inf")),  # would not even survive `--json` output
     ("updated_at", b"\x00"),
     ("access_count", "many"),
     ("access_count", float("inf")),
@@ -54,6 +55,7 @@ METADATA = [
     ("description", b"\x01"),  # TEXT affinity would turn a number into text
     ("version", "two"),
     ("version", 2.5),  # never truncated to 2
+    ("version", 0),  # versions start at 1
 ]
 
 
@@ -225,10 +227,16 @@ def test_a_malformed_expired_secret_does_not_stop_the_cleanup_of_the_others(
     for name in ("a-old", "b-old", "victim", "z-old", "y-old"):
         store.put(name, "v", namespace="ns", expires=3600)
     store.put("fresh", "f", namespace="ns")
-    _sql(db_path, "UPDATE kmsbox_secrets SET expires_at = 1, labels = 'oops' WHERE name = 'victim'")
+    for name in ("bad-1", "bad-2", "bad-3"):  # more than a batch, expiring before the others
+        store.put(name, "v", namespace="ns")
+    _sql(
+        db_path, "UPDATE kmsbox_secrets SET expires_at = 1, labels = 'oops' WHERE name LIKE 'bad-%' OR name = 'victim'"
+    )
     _sql(db_path, "UPDATE kmsbox_secrets SET expires_at = 2 WHERE name LIKE '%-old'")
     assert store.cleanup_expired() == 4
-    assert [(i.code, i.secret) for i in store.diagnose("ns").issues] == [("secret_malformed", "victim")]
+    assert [(i.code, i.secret) for i in store.diagnose("ns").issues] == [
+        ("secret_malformed", name) for name in ("bad-1", "bad-2", "bad-3", "victim")
+    ]
     assert store.get("fresh", namespace="ns").value == "f"
     assert store.cleanup_expired() == 0
 

@@ -225,8 +225,8 @@ class Transaction(Protocol):
         ...
 
     def expired_secrets(self, before: float, limit: int) -> list[SecretRow]:
-        """Secrets whose expiry is before ``before`` (a batch; rows that do not decode
-        are left out, so a caller loops until a batch comes back empty)."""
+        """Secrets whose expiry is before ``before`` (a batch of up to ``limit``; rows
+        that do not decode are passed over, not counted)."""
         ...
 
     def namespaces(self) -> list[str]:

@@ -48,13 +48,20 @@ def whole(value: Any) -> int:
     raise ValueError("not a whole number in range")
 
 
+def _version(value: Any) -> int:
+    number = whole(value)
+    if number < 1:  # versions start at 1
+        raise ValueError("not a version")
+    return number
+
+
 def real(value: Any) -> float:
-    """A REAL column's value (an integer one is widened)."""
-    if type(value) is float:
-        return value
+    """A REAL column's value (an integer one is widened); never infinite or NaN."""
     if type(value) is int:
-        return float(value)
-    raise TypeError("not a number")
+        value = float(value)
+    if type(value) is float and value - value == 0.0:  # false for infinities and NaN
+        return value
+    raise ValueError("not a finite number")
 
 
 def _optionalreal(value: Any) -> float | None:
@@ -103,7 +110,7 @@ def _shown(value: Any) -> str:
 
 def _malformed(namespace: Any, name: Any, version: Any = None, *, what: str = "row") -> MalformedRow:
     try:
-        number: int | None = whole(version)
+        number: int | None = _version(version)
     except DECODE_ERRORS:
         number = None
     return MalformedRow(
@@ -135,8 +142,10 @@ def secret(row: Any) -> SecretRow:
         and type(count) is int
         and type(created) is float
         and type(updated) is float
-        and (expires is None or type(expires) is float)
-        and (last is None or type(last) is float)
+        and (expires is None or (type(expires) is float and expires - expires == 0.0))
+        and (last is None or (type(last) is float and last - last == 0.0))
+        and created - created == 0.0
+        and updated - updated == 0.0
         and (category is None or type(category) is str)
         and (description is None or type(description) is str)
         and status in _STATUSES
@@ -155,7 +164,7 @@ def secret(row: Any) -> SecretRow:
         return SecretRow(
             _key(namespace),
             _key(name),
-            whole(version),
+            _version(version),
             status,
             real(created),
             real(updated),
@@ -165,7 +174,7 @@ def secret(row: Any) -> SecretRow:
             _labels(labels),
             whole(count),
             _optionalreal(last),
-            whole(row_version),
+            _version(row_version),
         )
     except DECODE_ERRORS:
         raise _malformed(namespace, name) from None
@@ -178,7 +187,9 @@ def stored_version(
     try:
         # memoryview, not bytes(): bytes() of an integer would allocate that many zeros.
         data = blob if type(blob) is bytes else bytes(memoryview(blob))
-        return SecretVersionRow(_key(namespace), _key(name), whole(version), data, whole(key_version), real(created_at))
+        return SecretVersionRow(
+            _key(namespace), _key(name), _version(version), data, _version(key_version), real(created_at)
+        )
     except DECODE_ERRORS:
         raise _malformed(namespace, name, version, what="version row") from None
 

@@ -442,16 +442,24 @@ class SqlTransaction:
 
     def expired_secrets(self, before: float, limit: int) -> list[SecretRow]:
         """A batch of secrets that expired before ``before`` (malformed rows left out)."""
-        found = []
-        for r in self._q(
-            f"SELECT {_SECRET_COLUMNS} FROM kmsbox_secrets WHERE expires_at IS NOT NULL AND expires_at < ? "
-            "ORDER BY expires_at LIMIT ?",
-            (before, limit),
-        ).fetchall():
-            try:
-                found.append(decode.secret(r))
-            except MalformedRow:
-                continue  # diagnose names it; the other expired secrets still go
+        found: list[SecretRow] = []
+        after: tuple[Any, ...] = (float("-inf"), "", "")
+        while len(found) < limit:
+            page = self._q(
+                f"SELECT {_SECRET_COLUMNS} FROM kmsbox_secrets WHERE expires_at IS NOT NULL AND expires_at < ? "
+                "AND (expires_at, namespace, name) > (?, ?, ?) ORDER BY expires_at, namespace, name LIMIT ?",
+                (before, *after, limit),
+            ).fetchall()
+            for r in page:
+                try:
+                    found.append(decode.secret(r))
+                except MalformedRow:
+                    continue  # diagnose names it; the expired secrets behind it still go
+                if len(found) == limit:
+                    break
+            if len(page) < limit:
+                break
+            after = (page[-1][6], page[-1][0], page[-1][1])
         return found
 
     def namespaces(self) -> list[str]:

@@ -51,7 +51,10 @@ def _malformed_issue(ns: str, exc: MalformedRow, *, version_row: bool) -> Issue:
     if not version_row:
         action = "restore the row from a backup, or repair --confirm-delete to delete the secret"
     elif exc.version is not None:
-        action = "restore the row from a backup, or repair --confirm-delete to delete that version"
+        action = (
+            "restore the row from a backup, or repair --confirm-delete to delete that version "
+            "(the whole secret if it is the current one)"
+        )
     else:
         action = f"restore the row from a backup, or delete the secret (kmsbox delete {ns} {exc.name})"
     where = f" v{exc.version}" if version_row and exc.version is not None else ""

@@ -426,8 +426,7 @@ class SecretStore(DiagnosisMixin, ImportMixin):
 
             done = self._write(op)
             total += done
-            # Not "< batch_size": a batch leaves out malformed rows, which stay behind.
-            if done == 0:
+            if done < self.batch_size:
                 return total
 
     # --- reads --------------------------------------------------------------------------
