@@ -21,6 +21,7 @@ __all__ = [
     "audit_event",
     "job",
     "mac_bytes",
+    "malformed",
     "real",
     "secret",
     "stored_version",
@@ -108,7 +109,8 @@ def _shown(value: Any) -> str:
     return f"<{type(value).__name__} of length {len(value)}>" if hasattr(value, "__len__") else repr(value)
 
 
-def _malformed(namespace: Any, name: Any, version: Any = None, *, what: str = "row") -> MalformedRow:
+def malformed(namespace: Any, name: Any, version: Any = None, *, what: str = "row") -> MalformedRow:
+    """The error for a secret's row (or one version row) that does not decode."""
     try:
         number: int | None = _version(version)
     except DECODE_ERRORS:
@@ -177,7 +179,7 @@ def secret(row: Any) -> SecretRow:
             _version(row_version),
         )
     except DECODE_ERRORS:
-        raise _malformed(namespace, name) from None
+        raise malformed(namespace, name) from None
 
 
 def stored_version(
@@ -191,7 +193,7 @@ def stored_version(
             _key(namespace), _key(name), _version(version), data, _version(key_version), real(created_at)
         )
     except DECODE_ERRORS:
-        raise _malformed(namespace, name, version, what="version row") from None
+        raise malformed(namespace, name, version, what="version row") from None
 
 
 def audit_event(row: Any) -> AuditRow:

@@ -205,11 +205,7 @@ class SqlTransaction:
             return self._q(sql, (namespace, name)).fetchone()
         except Exception as exc:
             if self._d.is_undecodable(exc):
-                raise MalformedRow(
-                    f"the stored row of secret {name!r} in namespace {namespace!r} is malformed",
-                    namespace=namespace,
-                    name=name,
-                ) from None
+                raise decode.malformed(namespace, name) from None
             raise
 
     def secret_for_write(self, namespace: str, name: str) -> tuple[int | None, SecretRow | None]:

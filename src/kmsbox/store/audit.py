@@ -253,9 +253,10 @@ class AuditLog:
             for row in rows:
                 if row.seq != expected_seq:
                     problems.append(f"events {expected_seq}..{row.seq - 1} are missing (or reordered)")
-                if row.malformed or not _encodable(row):
+                mac_input = None if row.malformed else _readable_mac_input(row)
+                if mac_input is None:
                     problems.append(f"event {row.seq} was altered: it holds values kmsbox never writes")
-                elif not constant_time_equal(self._mac.digest(prev_mac + _mac_input(row)), row.mac):
+                elif not constant_time_equal(self._mac.digest(prev_mac + mac_input), row.mac):
                     problems.append(f"event {row.seq} was altered, moved or does not follow its predecessor")
                 if checkpoint is not None and row.seq == checkpoint.seq:
                     checkpoint_seen = True
@@ -275,10 +276,9 @@ class AuditLog:
         return AuditVerification(not problems, checked, head_seq, problems)
 
 
-def _encodable(row: AuditRow) -> bool:
-    """Whether an event read back can be put into MAC input (a lone surrogate cannot)."""
+def _readable_mac_input(row: AuditRow) -> bytes | None:
+    """An event's MAC input, or None if what was read back cannot be one (a lone surrogate)."""
     try:
-        _mac_input(row)
+        return _mac_input(row)
     except (UnicodeEncodeError, ValueError, TypeError, RecursionError):
-        return False
-    return True
+        return None

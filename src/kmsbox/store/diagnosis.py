@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 from kmsbox import format as fmt
 from kmsbox._crypto import Aead
@@ -17,9 +17,6 @@ from kmsbox.errors import IntegrityError, KeyUnavailable, ProviderError
 from kmsbox.storage.base import MalformedRow, NamespaceKeyRow, Transaction
 from kmsbox.store.keyring import ACTIVE, AUDIT_NAMESPACE, COMPROMISED, RETIRED, ROTATING
 from kmsbox.store.lifecycle import LifecycleMixin
-
-if TYPE_CHECKING:
-    pass
 
 __all__ = ["DiagnosisMixin", "DiagnosisReport", "Issue", "RepairReport"]
 

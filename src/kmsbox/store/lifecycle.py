@@ -293,8 +293,10 @@ class LifecycleMixin(StoreCore):
             counts = tx.count_versions_by_key(ns)
             try:
                 job = tx.get_job(f"reencrypt:{ns}")
+                resume = None if job is None else _reencrypt_checkpoint(job.state)
+                discard = job is not None and resume is None
             except MalformedRow:
-                job = JobRow(f"reencrypt:{ns}", "reencrypt", "", 0.0)  # discarded below
+                resume, discard = None, True
         total = sum(counts.values())
         report.remaining = total
         if dry_run:
@@ -307,14 +309,12 @@ class LifecycleMixin(StoreCore):
         new_key = self.keyring.unwrap_row(target)
         started = time.time()
         after: tuple[str, int] | None = None
-        if job is not None:
-            resume = _reencrypt_checkpoint(job.state)
-            if resume is None:
-                # Starting over is safe, only slower: nothing is lost by re-encrypting twice.
-                report.details["checkpoint_discarded"] = "malformed"
-            else:
-                after, started = resume
-                report.details["resumed_after"] = list(after) if after else None
+        if discard:
+            # Starting over is safe, only slower: nothing is lost by re-encrypting twice.
+            report.details["checkpoint_discarded"] = "malformed"
+        elif resume is not None:
+            after, started = resume
+            report.details["resumed_after"] = list(after) if after else None
         while True:
             with self.backend.read() as tx:
                 batch = tx.versions_in_namespace(ns, after, size)
