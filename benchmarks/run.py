@@ -34,23 +34,34 @@ RESULTS = Path(__file__).parent / "results"
 console = Console()
 
 
-def rate(fn: Callable[[], None], *, seconds: float, min_ops: int = 50) -> float:
-    """Operations per second of ``fn``: best of three timed runs of about ``seconds`` each."""
-    for _ in range(min(min_ops, 20)):
-        fn()
-    best = 0.0
-    for _ in range(3):
-        ops = 0
-        start = time.perf_counter()
-        deadline = start + seconds
-        while True:
-            for _ in range(min_ops):
-                fn()
-            ops += min_ops
-            now = time.perf_counter()
-            if now >= deadline:
-                break
-        best = max(best, ops / (now - start))
+def rates(
+    fns: dict[str, Callable[[], object]], *, seconds: float, min_ops: int = 50, rounds: int = 6
+) -> dict[str, float]:
+    """Operations per second of each of ``fns``: the best of ``rounds`` timed runs.
+
+    The runs are interleaved: each round times every function in turn for
+    ``seconds / rounds * 3``, so a machine that speeds up or slows down during the
+    benchmark (another tenant, a frequency change) moves a baseline and the code
+    measured against it alike, instead of whichever happened to run at that moment.
+    """
+    for fn in fns.values():
+        for _ in range(min(min_ops, 20)):
+            fn()
+    best = dict.fromkeys(fns, 0.0)
+    slice_ = seconds * 3 / rounds
+    for _ in range(rounds):
+        for label, fn in fns.items():
+            ops = 0
+            start = time.perf_counter()
+            deadline = start + slice_
+            while True:
+                for _ in range(min_ops):
+                    fn()
+                ops += min_ops
+                now = time.perf_counter()
+                if now >= deadline:
+                    break
+            best[label] = max(best[label], ops / (now - start))
     return best
 
 
@@ -62,6 +73,27 @@ def _local_kek_uri(var: str = "KMSBOX_BENCH_KEK") -> str:
 # --- engine -----------------------------------------------------------------------------
 
 
+def _engine_row(
+    env: kmsbox.Envelope, raw: AESGCM, context: dict[str, str], data: bytes, seconds: float, batch: int
+) -> dict[str, float]:
+    blob = env.encrypt(data, context)
+    nonce = os.urandom(12)
+    raw_ct = raw.encrypt(nonce, data, None)
+    row = rates(
+        {
+            "engine_encrypt_per_s": lambda: env.encrypt(data, context),
+            "raw_encrypt_per_s": lambda: raw.encrypt(os.urandom(12), data, None),
+            "engine_decrypt_per_s": lambda: env.decrypt(blob, context),
+            "raw_decrypt_per_s": lambda: raw.decrypt(nonce, raw_ct, None),
+        },
+        seconds=seconds,
+        min_ops=batch,
+    )
+    row["encrypt_ratio"] = row["engine_encrypt_per_s"] / row["raw_encrypt_per_s"]
+    row["decrypt_ratio"] = row["engine_decrypt_per_s"] / row["raw_decrypt_per_s"]
+    return row
+
+
 def bench_engine(seconds: float) -> dict[str, Any]:
     """Envelope encrypt/decrypt vs raw AESGCM.encrypt/decrypt, warm cache."""
     env = kmsbox.Envelope(_local_kek_uri())
@@ -69,23 +101,10 @@ def bench_engine(seconds: float) -> dict[str, Any]:
     context = {"table": "payments", "column": "card"}
     out: dict[str, Any] = {}
     for label, size in (("256B", 256), ("4KiB", 4096), ("1MiB", 1 << 20)):
-        data = os.urandom(size)
-        blob = env.encrypt(data, context)
-        nonce = os.urandom(12)
-        raw_ct = raw.encrypt(nonce, data, None)
-        scale = seconds if size < 1 << 20 else seconds * 2
-        batch = 200 if size < 1 << 20 else 5
-        row = {
-            "engine_encrypt_per_s": rate(lambda d=data: env.encrypt(d, context), seconds=scale, min_ops=batch),
-            "raw_encrypt_per_s": rate(
-                lambda d=data: raw.encrypt(os.urandom(12), d, None), seconds=scale, min_ops=batch
-            ),
-            "engine_decrypt_per_s": rate(lambda b=blob: env.decrypt(b, context), seconds=scale, min_ops=batch),
-            "raw_decrypt_per_s": rate(lambda c=raw_ct, n=nonce: raw.decrypt(n, c, None), seconds=scale, min_ops=batch),
-        }
-        row["encrypt_ratio"] = row["engine_encrypt_per_s"] / row["raw_encrypt_per_s"]
-        row["decrypt_ratio"] = row["engine_decrypt_per_s"] / row["raw_decrypt_per_s"]
-        out[label] = row
+        large = size >= 1 << 20
+        out[label] = _engine_row(
+            env, raw, context, os.urandom(size), seconds * 2 if large else seconds, 5 if large else 200
+        )
     out["engine_message_overhead_bytes"] = len(env.encrypt(b"", context))
     # Stored bytes per secret beyond the value: the envelope plus the 1-byte value type tag.
     out["stored_secret_overhead_bytes"] = fmt.SECRET_OVERHEAD + 1
@@ -95,7 +114,11 @@ def bench_engine(seconds: float) -> dict[str, Any]:
 # --- store ------------------------------------------------------------------------------
 
 
-def _raw_sqlite(path: str, seconds: float) -> tuple[float, float]:
+_STORED = 1000  # secrets (and raw rows) the get loops read in turn
+
+
+def _raw_sqlite(path: str) -> tuple[Callable[[], None], Callable[[], None], Callable[[], None]]:
+    """A raw insert and a raw select loop on a plain SQLite table; and its close."""
     conn = sqlite3.connect(path, isolation_level=None)
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=NORMAL")
@@ -110,48 +133,65 @@ def _raw_sqlite(path: str, seconds: float) -> tuple[float, float]:
             "INSERT INTO raw (id, blob) VALUES (?, ?)", (f"s{next(counter)}", nonce + aead.encrypt(nonce, value, None))
         )
 
-    put_rate = rate(put, seconds=seconds)
-    stored = conn.execute("SELECT COUNT(*) FROM raw").fetchone()[0]
+    for _ in range(_STORED):
+        put()
     index = iter(range(10**9))
 
     def get() -> None:
-        row = conn.execute("SELECT blob FROM raw WHERE id = ?", (f"s{next(index) % stored}",)).fetchone()
+        row = conn.execute("SELECT blob FROM raw WHERE id = ?", (f"s{next(index) % _STORED}",)).fetchone()
         aead.decrypt(row[0][:12], row[0][12:], None)
 
-    get_rate = rate(get, seconds=seconds)
-    conn.close()
-    return put_rate, get_rate
+    return put, get, conn.close
 
 
-def _store_rates(store: SecretStore, seconds: float, ns: str = "bench") -> tuple[float, float]:
+def _store_loops(store: SecretStore, ns: str = "bench") -> tuple[Callable[[], None], Callable[[], None]]:
+    """A put loop (new names) and a get loop over the first secrets it wrote."""
     value = os.urandom(32).hex()
     counter = iter(range(10**9))
-    put_rate = rate(lambda: store.put(f"s{next(counter)}", value, namespace=ns), seconds=seconds)
-    stored = min(next(counter), 1000)
+
+    def put() -> None:
+        store.put(f"s{next(counter)}", value, namespace=ns)
+
+    for _ in range(_STORED):
+        put()
     index = iter(range(10**9))
-    get_rate = rate(lambda: store.get(f"s{next(index) % stored}", namespace=ns), seconds=seconds)
-    return put_rate, get_rate
+
+    def get() -> None:
+        store.get(f"s{next(index) % _STORED}", namespace=ns)
+
+    return put, get
 
 
 def bench_store(seconds: float) -> dict[str, Any]:
-    """put/get on SQLite (read audit on and off) and PostgreSQL vs raw loops."""
+    """put/get on SQLite (read audit on and off) and PostgreSQL vs raw loops, interleaved."""
     out: dict[str, Any] = {}
     with tempfile.TemporaryDirectory() as tmp:
-        raw_put, raw_get = _raw_sqlite(f"{tmp}/raw.db", seconds)
+        raw_put, raw_get, close_raw = _raw_sqlite(f"{tmp}/raw.db")
         kek = _local_kek_uri()
-        with kmsbox.open_store(f"sqlite:///{tmp}/audit-on.db", kek) as store:
-            put_on, get_on = _store_rates(store, seconds)
-        with kmsbox.open_store(f"sqlite:///{tmp}/audit-off.db", kek, audit_reads=False) as store:
-            _, get_off = _store_rates(store, seconds)
+        try:
+            with (
+                kmsbox.open_store(f"sqlite:///{tmp}/audit-on.db", kek) as audited,
+                kmsbox.open_store(f"sqlite:///{tmp}/audit-off.db", kek, audit_reads=False) as unaudited,
+            ):
+                put_on, get_on = _store_loops(audited)
+                _, get_off = _store_loops(unaudited)
+                measured = rates(
+                    {
+                        "raw_insert_aesgcm_per_s": raw_put,
+                        "put_per_s": put_on,
+                        "raw_select_decrypt_per_s": raw_get,
+                        "get_audited_per_s": get_on,
+                        "get_unaudited_per_s": get_off,
+                    },
+                    seconds=seconds,
+                )
+        finally:
+            close_raw()
     out["sqlite"] = {
-        "raw_insert_aesgcm_per_s": raw_put,
-        "raw_select_decrypt_per_s": raw_get,
-        "put_per_s": put_on,
-        "get_audited_per_s": get_on,
-        "get_unaudited_per_s": get_off,
-        "put_ratio": put_on / raw_put,
-        "get_audited_ratio": get_on / raw_get,
-        "get_unaudited_ratio": get_off / raw_get,
+        **measured,
+        "put_ratio": measured["put_per_s"] / measured["raw_insert_aesgcm_per_s"],
+        "get_audited_ratio": measured["get_audited_per_s"] / measured["raw_select_decrypt_per_s"],
+        "get_unaudited_ratio": measured["get_unaudited_per_s"] / measured["raw_select_decrypt_per_s"],
     }
     out["postgresql"] = bench_store_postgres(seconds)
     return out
@@ -187,28 +227,34 @@ def bench_store_postgres(seconds: float) -> dict[str, Any]:
                 (f"s{next(counter)}", nonce + aead.encrypt(nonce, value, None)),
             )
 
-        raw_put = rate(put, seconds=seconds, min_ops=20)
-        stored = min(next(counter), 1000)
+        for _ in range(_STORED):
+            put()
         index = iter(range(10**9))
 
         def get() -> None:
             row = admin.execute(
-                f"SELECT blob FROM {schema}.raw WHERE id = %s", (f"s{next(index) % stored}",)
+                f"SELECT blob FROM {schema}.raw WHERE id = %s", (f"s{next(index) % _STORED}",)
             ).fetchone()
             assert row is not None
             aead.decrypt(row[0][:12], row[0][12:], None)
 
-        raw_get = rate(get, seconds=seconds, min_ops=20)
         sep = "&" if "?" in base else "?"
         with kmsbox.open_store(f"{base}{sep}schema={schema}", _local_kek_uri()) as store:
-            put_rate, get_rate = _store_rates(store, seconds)
+            store_put, store_get = _store_loops(store)
+            measured = rates(
+                {
+                    "raw_insert_aesgcm_per_s": put,
+                    "put_per_s": store_put,
+                    "raw_select_decrypt_per_s": get,
+                    "get_audited_per_s": store_get,
+                },
+                seconds=seconds,
+                min_ops=20,
+            )
         return {
-            "raw_insert_aesgcm_per_s": raw_put,
-            "raw_select_decrypt_per_s": raw_get,
-            "put_per_s": put_rate,
-            "get_audited_per_s": get_rate,
-            "put_ratio": put_rate / raw_put,
-            "get_audited_ratio": get_rate / raw_get,
+            **measured,
+            "put_ratio": measured["put_per_s"] / measured["raw_insert_aesgcm_per_s"],
+            "get_audited_ratio": measured["get_audited_per_s"] / measured["raw_select_decrypt_per_s"],
         }
     finally:
         admin.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
