@@ -46,11 +46,12 @@ __all__ = [
 from kmsbox.store.audit import AuditEvent, AuditVerification, Checkpoint
 from kmsbox.store.config import open_store
 from kmsbox.store.models import GetResult, Page, Secret, SecretInfo, SecretVersionInfo
-from kmsbox.store.service import SecretStore
+from kmsbox.store.service import NEVER, SecretStore
 
 __all__ += [
     "open_store",
     "SecretStore",
+    "NEVER",
     "Secret",
     "SecretInfo",
     "SecretVersionInfo",

@@ -17,6 +17,7 @@ import kmsbox
 from kmsbox.errors import ConfigError, IntegrityError, KeyUnavailable, PluginError
 from kmsbox.kek import open_kek
 from kmsbox.keys import KeyCache
+from kmsbox.retry import RetryPolicy
 from kmsbox.storage import open_storage
 from kmsbox.storage.base import AuditFilter
 from kmsbox.store.audit import Checkpoint
@@ -74,8 +75,8 @@ def test_corrupted_row_fails_with_integrity_error_and_is_audited(
     assert (result.ok, result.reason) == (False, "integrity")
     failures = store.audit_events(AuditFilter(namespace="app:prod", name="victim", action="read"))[0]
     assert [(e.result, e.secret_version, e.detail["reason"]) for e in failures] == [
-        ("failure", None, "integrity"),
-        ("failure", None, "integrity"),
+        ("failure", 1, "integrity"),
+        ("failure", 1, "integrity"),
     ]
     assert store.verify_audit().ok
 
@@ -499,6 +500,64 @@ def test_namespace_key_without_a_wrap_for_the_configured_kek_is_key_unavailable(
         with pytest.raises(KeyUnavailable):
             store.get("k", namespace="only-primary")
         assert store.try_get("k", namespace="only-primary").reason == "key_unavailable"
+
+
+def test_a_put_the_kek_cannot_serve_is_audited_and_writes_nothing(
+    monkeypatch: pytest.MonkeyPatch, kek_uri: str, sqlite_url: str
+) -> None:
+    monkeypatch.setenv("KMSBOX_ESCROW_KEY", os.urandom(32).hex())
+    with kmsbox.open_store(sqlite_url, kek=[kek_uri, "env://KMSBOX_ESCROW_KEY"]):
+        pass  # both KEKs wrap the audit key
+    with kmsbox.open_store(sqlite_url, kek=kek_uri) as store:
+        store.put("k", "v", namespace="only-primary")
+    with kmsbox.open_store(sqlite_url, kek="env://KMSBOX_ESCROW_KEY") as store:
+        for name in ("k", "new"):
+            with pytest.raises(KeyUnavailable):
+                store.put(name, "w", namespace="only-primary", actor="deployer")
+        failures = store.audit_events(AuditFilter(namespace="only-primary", result="failure"))[0]
+        assert [(e.action, e.name, e.actor, e.detail) for e in failures] == [
+            ("update", "k", "deployer", {"reason": "key_unavailable"}),
+            ("create", "new", "deployer", {"reason": "key_unavailable"}),
+        ]
+        assert store.verify_audit().ok
+    with kmsbox.open_store(sqlite_url, kek=kek_uri) as store:
+        assert [v.version for v in store.history("k", namespace="only-primary")] == [1]
+        assert not store.try_get("new", namespace="only-primary").ok
+
+
+def test_a_kms_outage_fails_puts_and_gets_with_an_audited_provider_error() -> None:
+    from kmsbox.errors import ProviderError
+
+    kek = FakeKek()
+    kek.retry = RetryPolicy(max_attempts=1)
+    with SecretStore(open_storage("memory://"), [kek]) as store:
+        store.put("s", "v", namespace="ns")
+        store.keyring.cache.clear()  # the next read must ask the KMS again
+        assert store.data_keys is not None
+        store.data_keys.clear()
+        kek.faults.configure(rate=1.0, kind="unavailable")
+        with pytest.raises(ProviderError):
+            store.put("t", "v", namespace="fresh")  # a new namespace needs a wrap
+        with pytest.raises(ProviderError):
+            store.get("s", namespace="ns")
+        result = store.try_get("s", namespace="ns")
+        assert (result.ok, result.reason) == (False, "provider_error")
+        events = store.audit_events(AuditFilter(result="failure"))[0]
+        assert [(e.action, e.namespace, e.secret_version, e.detail["reason"]) for e in events] == [
+            ("create", "fresh", None, "provider_error"),
+            ("read", "ns", 1, "provider_error"),
+            ("read", "ns", 1, "provider_error"),
+        ]
+        kek.faults.configure(rate=0.0)
+        assert store.get("s", namespace="ns").value == "v"
+        assert store.verify_audit().ok
+
+
+def test_a_store_missing_a_table_does_not_open(open_test_store: Opener, sqlite_url: str, db_path: Path) -> None:
+    open_test_store().close()
+    _sql(db_path, "DROP TABLE kmsbox_secret_history")
+    with pytest.raises(ConfigError, match="no table kmsbox_secret_history"):
+        open_test_store()
 
 
 @pytest.mark.parametrize(

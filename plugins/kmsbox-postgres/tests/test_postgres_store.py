@@ -182,3 +182,43 @@ def test_a_populated_schema_1_store_upgrades_on_postgres_with_every_version_inta
     finally:
         with psycopg.connect(postgres_server_url, autocommit=True) as conn:
             conn.execute(f'DROP SCHEMA IF EXISTS "{old}" CASCADE')
+
+
+def test_cleanup_leaves_a_secret_renewed_after_its_batch_was_listed(
+    postgres_url: str, kmsbox_local_kek: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """PostgreSQL lists expired secrets without locking them: a put that renews one
+    between the listing and the delete must win, not be deleted with the old value."""
+    import threading
+
+    from kmsbox.storage.base import AuditFilter
+    from kmsbox.storage.sql import SqlTransaction
+
+    with (
+        kmsbox.open_store(postgres_url, kek=kmsbox_local_kek) as cleaner,
+        kmsbox.open_store(postgres_url, kek=kmsbox_local_kek) as writer,
+    ):
+        writer.put("renewed", "old", namespace="ns", expires=0.2)
+        writer.put("stale", "old", namespace="ns", expires=0.2)
+        time.sleep(0.3)
+        listing = SqlTransaction.expired_secrets
+
+        def list_then_renew(tx: SqlTransaction, before: float, limit: int) -> list[object]:
+            rows = listing(tx, before, limit)
+            # Another connection renews one listed secret and commits before the delete.
+            renew = threading.Thread(
+                target=writer.put, args=("renewed", "new"), kwargs={"namespace": "ns", "expires": 3600}
+            )
+            renew.start()
+            renew.join(timeout=30)
+            assert not renew.is_alive()
+            return rows  # type: ignore[return-value]
+
+        monkeypatch.setattr(SqlTransaction, "expired_secrets", list_then_renew)
+        assert cleaner.cleanup_expired() == 1
+        monkeypatch.undo()
+        secret = cleaner.get("renewed", namespace="ns")
+        assert (secret.value, secret.version) == ("new", 2)
+        assert not cleaner.try_get("stale", namespace="ns").ok
+        expired = [e.name for e in cleaner.audit.iter_events(AuditFilter(action="expire"))]
+        assert expired == ["stale"]

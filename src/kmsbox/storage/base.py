@@ -9,6 +9,8 @@ losing an update.
 
 from __future__ import annotations
 
+import math
+
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
@@ -131,7 +133,8 @@ class AuditRow:
 
 @dataclass
 class AuditFilter:
-    """Filters for listing audit events (all optional)."""
+    """Filters for listing audit events (all optional). ``since`` and ``until`` are
+    seconds since the epoch; a value of the wrong kind is a ValueError."""
 
     namespace: str | None = None
     name: str | None = None
@@ -139,6 +142,20 @@ class AuditFilter:
     result: str | None = None
     since: float | None = None
     until: float | None = None
+
+    def __post_init__(self) -> None:
+        for label in ("namespace", "name", "action", "result"):
+            value = getattr(self, label)
+            if value is not None and type(value) is not str:
+                raise ValueError(f"audit filter {label} must be a string, got {type(value).__name__}")
+        for label in ("since", "until"):
+            value = getattr(self, label)
+            if value is None:
+                continue
+            # A datetime or text here would otherwise just match nothing.
+            if type(value) not in (int, float) or not math.isfinite(value):
+                raise ValueError(f"audit filter {label} must be a finite number of seconds since the epoch")
+            setattr(self, label, float(value))
 
 
 @dataclass

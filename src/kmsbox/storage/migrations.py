@@ -148,3 +148,15 @@ MIGRATIONS: list[list[Statement]] = [
 
 #: The schema version this code writes and understands.
 SCHEMA_VERSION = len(MIGRATIONS)
+
+#: The tables of the current schema: a store missing one was changed outside kmsbox.
+TABLES = (
+    "kmsbox_meta",
+    "kmsbox_secrets",
+    "kmsbox_secret_history",
+    "kmsbox_namespace_keys",
+    "kmsbox_namespace_key_wraps",
+    "kmsbox_audit_events",
+    "kmsbox_audit_head",
+    "kmsbox_jobs",
+)

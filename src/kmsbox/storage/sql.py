@@ -29,7 +29,7 @@ from kmsbox.storage.base import (
     SecretVersionRow,
     StaleAuditHead,
 )
-from kmsbox.storage.migrations import MIGRATIONS, SCHEMA_VERSION
+from kmsbox.storage.migrations import MIGRATIONS, SCHEMA_VERSION, TABLES
 
 __all__ = ["Dialect", "SqlBackend", "SqlTransaction"]
 
@@ -876,6 +876,20 @@ class SqlBackend(ABC):
                 tx._q("INSERT INTO kmsbox_meta (key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
             elif current < SCHEMA_VERSION:
                 tx._q("UPDATE kmsbox_meta SET value = ? WHERE key = 'schema_version'", (str(SCHEMA_VERSION),))
+            self._check_tables(tx)
+
+    def _check_tables(self, tx: SqlTransaction) -> None:
+        """Fail closed at open, not on first use, when a table was dropped outside kmsbox."""
+        for table in TABLES:
+            try:
+                tx._q(f"SELECT 1 FROM {table} WHERE 1 = 0")
+            except Exception as exc:
+                if self._storage_error(exc) is None:
+                    raise
+                raise ConfigError(
+                    f"storage {self.describe().get('location', '')} has no table {table} "
+                    "(changed outside kmsbox): restore it from a backup"
+                ) from None
 
     def schema_version(self) -> int:
         """The applied schema version."""

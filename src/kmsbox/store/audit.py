@@ -42,6 +42,7 @@ RESULTS = ("success", "failure", "denied")
 _ACTION_SET = frozenset(ACTIONS)
 _RESULT_SET = frozenset(RESULTS)
 _BATCH = 500
+_MAX_SEQ = 2**62 - 1  # far beyond any chain; larger would overflow a 64-bit column
 
 
 @dataclass(frozen=True)
@@ -211,9 +212,13 @@ class AuditLog:
     def events(
         self, filters: AuditFilter | None = None, *, after: int = 0, limit: int = 100
     ) -> tuple[list[AuditEvent], int | None]:
-        """A page of events after cursor ``after``; returns (events, next cursor or None)."""
-        if limit <= 0:
-            raise ValueError("limit must be positive")
+        """A page of events after cursor ``after``; returns (events, next cursor or None).
+
+        ValueError for a cursor or limit out of range."""
+        if type(after) is not int or not 0 <= after <= _MAX_SEQ:
+            raise ValueError(f"audit cursor must be an integer from 0 to {_MAX_SEQ}")
+        if type(limit) is not int or not 1 <= limit <= 10_000:
+            raise ValueError("limit must be between 1 and 10000")
         with self._backend.read() as tx:
             rows = tx.list_audit(filters or AuditFilter(), after, limit)
         next_cursor = rows[-1].seq if len(rows) == limit else None

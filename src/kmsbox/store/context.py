@@ -10,9 +10,20 @@ import contextvars
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 
-from kmsbox.store.names import validate_namespace
+from kmsbox.store.names import validate_namespace, validate_text
 
-__all__ = ["audit_context", "current_actor", "current_namespace", "current_request", "namespace_block"]
+__all__ = [
+    "audit_context",
+    "check_actor",
+    "check_request",
+    "current_actor",
+    "current_namespace",
+    "current_request",
+    "namespace_block",
+]
+
+MAX_ACTOR = 256
+MAX_REQUEST_ENTRIES = 32
 
 _namespace: contextvars.ContextVar[str | None] = contextvars.ContextVar("kmsbox_namespace", default=None)
 _actor: contextvars.ContextVar[str | None] = contextvars.ContextVar("kmsbox_actor", default=None)
@@ -31,10 +42,11 @@ def namespace_block(namespace: str) -> Iterator[str]:
 
 @contextmanager
 def audit_context(actor: str | None = None, **request: str) -> Iterator[None]:
-    """Set the actor and request context recorded on audit events inside the block."""
-    for key, value in request.items():
-        if not isinstance(value, str):
-            raise TypeError(f"request context value for {key!r} must be a string")
+    """Set the actor and request context recorded on audit events inside the block.
+
+    ValueError for an actor or request value that is not a short string."""
+    check_actor(actor)
+    check_request(request)
     token_a = _actor.set(actor if actor is not None else _actor.get())
     merged = {**(_request.get() or {}), **request}
     token_r = _request.set(merged)
@@ -43,6 +55,25 @@ def audit_context(actor: str | None = None, **request: str) -> Iterator[None]:
     finally:
         _actor.reset(token_a)
         _request.reset(token_r)
+
+
+def check_actor(actor: object) -> str | None:
+    """``actor`` if None or a string an audit event can hold, else ValueError."""
+    return None if actor is None else validate_text(actor, "actor", MAX_ACTOR)
+
+
+def check_request(request: object) -> Mapping[str, str]:
+    """``request`` if None or a small mapping of strings to strings, else ValueError."""
+    if request is None:
+        return {}
+    if not isinstance(request, Mapping):
+        raise ValueError(f"request context must be a mapping of strings, got {type(request).__name__}")
+    if len(request) > MAX_REQUEST_ENTRIES:
+        raise ValueError(f"request context has more than {MAX_REQUEST_ENTRIES} entries")
+    for key, value in request.items():
+        validate_text(key, "a request context key", 64)
+        validate_text(value, f"request context {key!r}", 1024)
+    return request
 
 
 def current_namespace() -> str | None:

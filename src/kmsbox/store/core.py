@@ -12,7 +12,7 @@ from kmsbox._crypto import Aead
 from kmsbox.errors import ConflictError
 from kmsbox.keys import seal_secret
 from kmsbox.storage.base import NamespaceKeyRow, SecretRow, SecretVersionRow, StorageBackend, Transaction
-from kmsbox.store.context import current_actor, current_request
+from kmsbox.store.context import check_actor, check_request, current_actor, current_request
 from kmsbox.store.keyring import AUDIT_NAMESPACE, NamespaceKeyring
 from kmsbox.store.names import validate_namespace
 
@@ -35,11 +35,12 @@ class StoreCore:
     max_value_size: int
 
     def _who(self, actor: str | None, request: Mapping[str, str] | None) -> tuple[str | None, dict[str, str]]:
-        """The actor and request context for an audit event: per call, else per block."""
+        """The actor and request context for an audit event: per call, else per block
+        (ValueError for an actor or context an event cannot hold)."""
         merged = dict(current_request())
-        if request:
-            merged.update(request)
-        return (actor if actor is not None else current_actor()), merged
+        if request is not None:
+            merged.update(check_request(request))
+        return (current_actor() if actor is None else check_actor(actor)), merged
 
     def _write(self, op: Callable[[Transaction], T]) -> T:
         """Run ``op`` in a write transaction, retrying when a concurrent writer won."""

@@ -8,21 +8,25 @@ and are mixed in here.
 from __future__ import annotations
 
 import builtins
+import contextlib
 import datetime as _dt
 import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 from kmsbox._crypto import Aead
 from kmsbox.errors import (
+    ConflictError,
     IntegrityError,
     KeyUnavailable,
     KmsboxError,
+    ProviderError,
     SecretDisabled,
     SecretExpired,
     SecretNotFound,
+    StorageError,
 )
 from kmsbox.kek import KekProvider
 from kmsbox.keys import KeyCache, open_secret
@@ -33,9 +37,9 @@ from kmsbox.store.diagnosis import DiagnosisMixin
 from kmsbox.store.importing import ImportMixin
 from kmsbox.store.keyring import AUDIT_NAMESPACE, NamespaceKeyring
 from kmsbox.store.models import GetResult, Page, Secret, SecretInfo, SecretVersionInfo
-from kmsbox.store.names import validate_name, validate_namespace
+from kmsbox.store.names import validate_name, validate_namespace, validate_text
 
-__all__ = ["DEFAULT_MAX_VALUE_SIZE", "SecretStore"]
+__all__ = ["DEFAULT_MAX_VALUE_SIZE", "NEVER", "SecretStore"]
 
 #: Largest value accepted by ``put`` unless the store is opened with another limit.
 DEFAULT_MAX_VALUE_SIZE = 1024 * 1024
@@ -45,9 +49,27 @@ _WRITE_RETRIES = 20
 _ACCESS_FLUSH_ENTRIES = 16384
 _ACCESS_FLUSH_SECONDS = 1.0
 _RECENT_NAMES = 16384
+_LONGEST_EXPIRY = 1000 * 365.25 * 86400.0
+_MAX_LABELS = 64
+#: The largest secret version (or audit cursor) a call may name: what a 64-bit column holds with room.
+MAX_VERSION = 2**62 - 1
 T = TypeVar("T")
 
-Expiry = _dt.datetime | _dt.timedelta | float | int | None
+
+
+class _Never:
+    """The type of :data:`NEVER`."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "kmsbox.NEVER"
+
+
+#: ``put(..., expires=NEVER)`` removes a secret's expiry (``None`` keeps what it has).
+NEVER = _Never()
+
+Expiry = _dt.datetime | _dt.timedelta | float | int | _Never | None
 
 
 def _info(row: SecretRow, access_count: int | None = None, last_accessed_at: float | None = None) -> SecretInfo:
@@ -70,24 +92,39 @@ def _info(row: SecretRow, access_count: int | None = None, last_accessed_at: flo
 
 
 def _expiry_time(expires: Expiry, now: float) -> float | None:
-    if expires is None:
+    if expires is None or expires is NEVER:
         return None
-    if isinstance(expires, _dt.timedelta):
-        return now + expires.total_seconds()
     if isinstance(expires, _dt.datetime):
+        # An absolute time may have passed already (an import of what has expired).
         if expires.tzinfo is None:
             raise ValueError("expires must be timezone-aware (or a timedelta, or seconds from now)")
-        return expires.timestamp()
-    if isinstance(expires, (int, float)) and not isinstance(expires, bool):
-        if expires <= 0:
-            raise ValueError("expires in seconds must be positive")
-        return now + float(expires)
-    raise ValueError("expires must be a datetime, a timedelta or seconds from now")
+        at = expires.timestamp()
+        if not at - now < _LONGEST_EXPIRY:
+            raise ValueError("expires must be within 1000 years")
+        return at
+    if isinstance(expires, _dt.timedelta):
+        seconds = expires.total_seconds()
+    elif isinstance(expires, (int, float)) and not isinstance(expires, bool):
+        seconds = float(expires)
+    else:
+        raise ValueError("expires must be a datetime, a timedelta, seconds from now or kmsbox.NEVER")
+    # Positive and finite: an infinite or NaN time could never be compared or stored.
+    if not 0 < seconds < _LONGEST_EXPIRY:
+        raise ValueError("expires from now must be positive and within 1000 years")
+    return now + seconds
 
 
 def _encode_value(value: str | bytes | bytearray | memoryview, limit: int) -> bytes:
     if isinstance(value, str):
-        payload = _TYPE_STR + value.encode("utf-8")
+        try:
+            encoded: bytes | None = value.encode("utf-8")
+        except UnicodeEncodeError:
+            encoded = None
+        if encoded is None:
+            # Raised outside the handler: the codec's error quotes the value and must not
+            # even ride along as __context__.
+            raise ValueError("secret value is a str that is not valid UTF-8 (a lone surrogate)")
+        payload = _TYPE_STR + encoded
     elif isinstance(value, (bytes, bytearray, memoryview)):
         payload = _TYPE_BYTES + bytes(value)
     else:
@@ -112,20 +149,34 @@ def _decode_value(payload: bytes) -> str | bytes:
 def _check_labels(labels: Mapping[str, str] | None) -> dict[str, str]:
     if labels is None:
         return {}
+    if not isinstance(labels, Mapping):
+        raise ValueError(f"labels must be a mapping of strings to strings, got {type(labels).__name__}")
+    if len(labels) > _MAX_LABELS:
+        raise ValueError(f"a secret has at most {_MAX_LABELS} labels")
     out: dict[str, str] = {}
     for key, value in labels.items():
-        if not isinstance(key, str) or not isinstance(value, str) or not key or len(key) > 128 or len(value) > 512:
-            raise ValueError(
-                "labels must map non-empty strings (keys up to 128, values up to 512 characters) to strings"
-            )
-        out[key] = value
+        validate_text(key, "a label key", 128)
+        if not key:
+            raise ValueError("a label key is empty")
+        out[key] = validate_text(value, f"label {key!r}", 512)
     return out
 
 
 def _check_text(value: str | None, what: str, limit: int) -> str | None:
-    if value is not None and (not isinstance(value, str) or len(value) > limit):
-        raise ValueError(f"{what} must be a string of at most {limit} characters")
-    return value
+    # An empty string clears the field (stored as no value).
+    return None if value is None or value == "" else validate_text(value, what, limit)
+
+
+def _check_version(version: int | None) -> None:
+    if version is not None and (type(version) is not int or not 1 <= version <= MAX_VERSION):
+        raise ValueError(f"version must be an integer from 1 to {MAX_VERSION}")
+
+
+class _Failure(NamedTuple):
+    """Why a read failed, and the secret version it was of (when known)."""
+
+    error: KmsboxError
+    version: int | None
 
 
 class SecretStore(DiagnosisMixin, ImportMixin):
@@ -217,21 +268,23 @@ class SecretStore(DiagnosisMixin, ImportMixin):
     ) -> SecretInfo:
         """Create or update a secret; every put makes a new secret version.
 
-        ``expires`` is a timezone-aware datetime, a timedelta or seconds from now.
-        Metadata not given keeps its previous value on update. Raises ValueError
-        for a bad name, namespace, value size or metadata; ProviderError when a new
-        namespace key cannot be wrapped (nothing is written).
+        ``expires`` is a timezone-aware datetime (which may have passed), a positive
+        timedelta or number of seconds from now, or :data:`NEVER` to remove an expiry. Metadata not given keeps its
+        previous value on update (an expiry that has already passed is not kept); an
+        empty ``category`` or ``description`` clears it, and ``labels`` replaces them
+        all. Raises ValueError for a bad name, namespace, value size or metadata;
+        KeyUnavailable or ProviderError when the namespace key cannot be had (nothing
+        is written, and the failure is audited).
         """
         ns = self._namespace(namespace)
         validate_name(name)
         payload = _encode_value(value, self.max_value_size)
         clean_labels = None if labels is None else _check_labels(labels)
-        _check_text(category, "category", 128)
-        _check_text(description, "description", 1024)
+        clean_category = _check_text(category, "category", 128)
+        clean_description = _check_text(description, "description", 1024)
         now = time.time()
         expires_at = _expiry_time(expires, now)
         who, req = self._who(actor, request)
-        self.keyring.ensure(ns)
 
         def written(tx: Transaction, row: SecretRow, action: str, nk_version: int) -> SecretInfo:
             self._remember(ns, name)
@@ -249,7 +302,9 @@ class SecretStore(DiagnosisMixin, ImportMixin):
             return _info(row)
 
         def op(tx: Transaction) -> SecretInfo:
-            fresh = SecretRow(ns, name, 1, "active", now, now, expires_at, category, description, clean_labels or {})
+            fresh = SecretRow(
+                ns, name, 1, "active", now, now, expires_at, clean_category, clean_description, clean_labels or {}
+            )
             # A name this store has not just seen is most likely new: try the one-statement create.
             if (ns, name) not in self._recent:
                 created = self._create(tx, fresh, payload, now)
@@ -258,19 +313,49 @@ class SecretStore(DiagnosisMixin, ImportMixin):
             active, existing = tx.secret_for_write(ns, name)
             nk_version, nk = self.keyring.active_key(tx, ns, active)
             if existing is not None:
-                # Metadata not given keeps its previous value.
-                if expires is not None:
+                # Metadata not given keeps its previous value, but an expiry that has
+                # passed went with the old value: the new one starts without it.
+                if expires is not None or (existing.expires_at is not None and existing.expires_at <= now):
                     existing.expires_at = expires_at
                 if category is not None:
-                    existing.category = category
+                    existing.category = clean_category
                 if description is not None:
-                    existing.description = description
+                    existing.description = clean_description
                 if clean_labels is not None:
                     existing.labels = clean_labels
             row, action = self._write_version(tx, existing, fresh, payload, (nk_version, nk), now)
             return written(tx, row, action, nk_version)
 
-        return self._write(op)
+        try:
+            self.keyring.ensure(ns)
+            return self._write(op)
+        except (KeyUnavailable, ProviderError, IntegrityError, ConflictError) as exc:
+            self._audit_put_failure(ns, name, who, req, exc)
+            raise
+
+    def _audit_put_failure(self, ns: str, name: str, who: str | None, req: dict[str, str], error: Exception) -> None:
+        """Record a put that failed (its own transaction rolled back with nothing written)."""
+
+        def op(tx: Transaction) -> None:
+            try:
+                action = "create" if tx.get_secret(ns, name) is None else "update"
+            except MalformedRow:
+                action = "update"
+            self.audit.append(
+                tx,
+                action=action,
+                result="failure",
+                namespace=ns,
+                name=name,
+                actor=who,
+                context=req,
+                detail={"reason": _reason(error)},
+            )
+
+        # The put has failed either way; if even its failure cannot be recorded (the
+        # store is down), the caller gets the put's own error, which says more.
+        with contextlib.suppress(StorageError, ConflictError):
+            self._write(op)
 
     def _set_status(
         self,
@@ -398,19 +483,40 @@ class SecretStore(DiagnosisMixin, ImportMixin):
         return count
 
     def cleanup_expired(self, retention: _dt.timedelta | float = 0.0, *, actor: str | None = None) -> int:
-        """Delete secrets that expired more than ``retention`` ago, in batches; return the count."""
-        seconds = retention.total_seconds() if isinstance(retention, _dt.timedelta) else float(retention)
-        if seconds < 0:
-            raise ValueError("retention must not be negative")
+        """Delete secrets that expired more than ``retention`` ago, in batches; return the count.
+
+        ``retention`` is a timedelta or seconds (finite, not negative); ValueError otherwise.
+        A secret renewed by a concurrent put while the batch runs is left alone.
+        """
+        if isinstance(retention, _dt.timedelta):
+            seconds = retention.total_seconds()
+        elif isinstance(retention, (int, float)) and not isinstance(retention, bool):
+            seconds = float(retention)
+        else:
+            raise ValueError("retention must be a timedelta or a number of seconds")
+        if not 0 <= seconds < _LONGEST_EXPIRY:
+            raise ValueError("retention must be a finite, non-negative time")
         who, req = self._who(actor, None)
         cutoff = time.time() - seconds
         total = 0
         while True:
 
-            def op(tx: Transaction) -> int:
+            def op(tx: Transaction) -> tuple[int, int]:
                 rows = tx.expired_secrets(cutoff, self.batch_size)
+                deleted = 0
                 for row in rows:
+                    # Read again under the row's lock: a put may have renewed it since
+                    # the batch was listed (PostgreSQL lists without locking).
+                    current = tx.get_secret(row.namespace, row.name, for_update=True)
+                    if (
+                        current is None
+                        or current.row_version != row.row_version
+                        or current.expires_at is None
+                        or current.expires_at >= cutoff
+                    ):
+                        continue
                     count = tx.delete_secret(row.namespace, row.name)
+                    deleted += 1
                     self.audit.append(
                         tx,
                         action="expire",
@@ -422,11 +528,11 @@ class SecretStore(DiagnosisMixin, ImportMixin):
                         context=req,
                         detail={"versions": count, "expired_at": row.expires_at},
                     )
-                return len(rows)
+                return len(rows), deleted
 
-            done = self._write(op)
-            total += done
-            if done < self.batch_size:
+            listed, deleted = self._write(op)
+            total += deleted
+            if listed < self.batch_size:
                 return total
 
     # --- reads --------------------------------------------------------------------------
@@ -442,25 +548,29 @@ class SecretStore(DiagnosisMixin, ImportMixin):
     ) -> Secret:
         """Read a secret (its latest version, or ``version``).
 
-        Raises SecretNotFound, SecretExpired, SecretDisabled, KeyUnavailable or
-        IntegrityError (a corrupted or moved row); each failure is audited.
+        Raises SecretNotFound, SecretExpired, SecretDisabled, KeyUnavailable,
+        IntegrityError (a corrupted or moved row) or ProviderError (the KMS failed to
+        unwrap the namespace key); each of these failures is audited. ValueError for
+        bad arguments, StorageError when the store itself fails.
         """
         ns = self._namespace(namespace)
         validate_name(name)
-        if version is not None and (not isinstance(version, int) or isinstance(version, bool) or version < 1):
-            raise ValueError("version must be a positive integer")
+        _check_version(version)
         if self.audit_reads:
             who, req = self._who(actor, request)
             outcome = self._write(lambda tx: self._read(tx, ns, name, version, who, req, audited=True))
         else:
+            if actor is not None or request is not None:
+                self._who(actor, request)  # the same checks as when reads are audited
             with self.backend.read() as tx:
                 outcome = self._read(tx, ns, name, version, None, {}, audited=False)
-            if not isinstance(outcome, Secret):
+            if isinstance(outcome, _Failure):
                 # Failures are audited even when successful reads are not.
                 who, req = self._who(actor, request)
-                self._write(lambda tx: self._audit_failure(tx, ns, name, version, who, req, outcome))
-        if isinstance(outcome, KmsboxError):
-            raise outcome
+                failure = outcome
+                self._write(lambda tx: self._audit_failure(tx, ns, name, failure, who, req))
+        if isinstance(outcome, _Failure):
+            raise outcome.error
         # Access counts are buffered and written in batches (the audit event, when
         # reads are audited, is the durable record of this read).
         self._note_access(ns, name)
@@ -477,65 +587,61 @@ class SecretStore(DiagnosisMixin, ImportMixin):
         req: dict[str, str],
         *,
         audited: bool,
-    ) -> Secret | KmsboxError:
+    ) -> Secret | _Failure:
+        """One read inside ``tx``: the secret, or the failure (audited here when ``audited``)."""
         outcome: KmsboxError
         try:
             found = tx.get_secret_with_blob(ns, name, version)
         except IntegrityError as exc:  # a malformed stored row
-            if audited:
-                self._audit_failure(tx, ns, name, version, who, req, exc)
-            return exc
-        ver = None if found is None else found[1]
-        if found is None or ver is None:
-            what = (
-                f"no secret {name!r} in namespace {ns!r}"
-                if found is None
-                else f"secret {name!r} in namespace {ns!r} has no version {version}"
-            )
-            outcome = SecretNotFound(what)
+            failure = _Failure(exc, version)
         else:
-            row = found[0]
-            now = time.time()
-            if row.status == "disabled":
-                outcome = SecretDisabled(f"secret {name!r} in namespace {ns!r} is disabled")
-            elif row.expires_at is not None and row.expires_at <= now:
-                outcome = SecretExpired(f"secret {name!r} in namespace {ns!r} expired")
+            ver = None if found is None else found[1]
+            if found is None:
+                outcome = SecretNotFound(f"no secret {name!r} in namespace {ns!r}")
+            elif ver is None:
+                outcome = SecretNotFound(
+                    f"secret {name!r} in namespace {ns!r} has no readable current version"
+                    if version is None
+                    else f"secret {name!r} in namespace {ns!r} has no version {version}"
+                )
             else:
-                try:
-                    payload = open_secret(ver.blob, self.keyring.key_for(tx, ns), ns, name, ver.version, self.data_keys)
-                    value = _decode_value(payload)
-                except (IntegrityError, KeyUnavailable) as exc:
-                    outcome = exc
+                row = found[0]
+                now = time.time()
+                if row.status == "disabled":
+                    outcome = SecretDisabled(f"secret {name!r} in namespace {ns!r} is disabled")
+                elif row.expires_at is not None and row.expires_at <= now:
+                    outcome = SecretExpired(f"secret {name!r} in namespace {ns!r} expired")
                 else:
-                    if audited:
-                        self.audit.append(
-                            tx,
-                            action="read",
-                            result="success",
-                            namespace=ns,
-                            name=name,
-                            secret_version=ver.version,
-                            actor=who,
-                            context=req,
+                    try:
+                        payload = open_secret(
+                            ver.blob, self.keyring.key_for(tx, ns), ns, name, ver.version, self.data_keys
                         )
-                    counted = row.access_count + 1 + self._pending_access(ns, name)
-                    return Secret._of(_info(row, counted, now), ver.version, value)
+                        value = _decode_value(payload)
+                    except (IntegrityError, KeyUnavailable, ProviderError) as exc:
+                        outcome = exc
+                    else:
+                        if audited:
+                            self.audit.append(
+                                tx,
+                                action="read",
+                                result="success",
+                                namespace=ns,
+                                name=name,
+                                secret_version=ver.version,
+                                actor=who,
+                                context=req,
+                            )
+                        counted = row.access_count + 1 + self._pending_access(ns, name)
+                        return Secret._of(_info(row, counted, now), ver.version, value)
+            failure = _Failure(outcome, version if ver is None else ver.version)
         if audited:
-            self._audit_failure(tx, ns, name, version, who, req, outcome)
-        return outcome
+            self._audit_failure(tx, ns, name, failure, who, req)
+        return failure
 
     def _audit_failure(
-        self,
-        tx: Transaction,
-        ns: str,
-        name: str,
-        version: int | None,
-        who: str | None,
-        req: dict[str, str],
-        error: Secret | KmsboxError,
+        self, tx: Transaction, ns: str, name: str, failure: _Failure, who: str | None, req: dict[str, str]
     ) -> None:
-        if isinstance(error, Secret):
-            return
+        error = failure.error
         result = "denied" if isinstance(error, (SecretDisabled, SecretExpired)) else "failure"
         self.audit.append(
             tx,
@@ -543,7 +649,7 @@ class SecretStore(DiagnosisMixin, ImportMixin):
             result=result,
             namespace=ns,
             name=name,
-            secret_version=version,
+            secret_version=failure.version,
             actor=who,
             context=req,
             detail={"reason": _reason(error)},
@@ -559,10 +665,12 @@ class SecretStore(DiagnosisMixin, ImportMixin):
         request: Mapping[str, str] | None = None,
     ) -> GetResult:
         """Like :meth:`get` but returns a :class:`GetResult` instead of raising for a missing,
-        expired, disabled, undecryptable or corrupted secret."""
+        expired, disabled, undecryptable or corrupted secret, or a KMS that failed to
+        give its key (``reason`` says which). Still raises ValueError for bad arguments
+        and StorageError when the store itself fails."""
         try:
             return GetResult(True, self.get(name, namespace=namespace, version=version, actor=actor, request=request))
-        except (SecretNotFound, SecretExpired, SecretDisabled, KeyUnavailable, IntegrityError) as exc:
+        except (SecretNotFound, SecretExpired, SecretDisabled, KeyUnavailable, IntegrityError, ProviderError) as exc:
             return GetResult(False, None, _reason(exc), str(exc))
 
     def info(self, name: str, *, namespace: str | None = None) -> SecretInfo:
@@ -708,6 +816,10 @@ def _reason(error: BaseException) -> str:
         return "key_unavailable"
     if isinstance(error, IntegrityError):
         return "integrity"
+    if isinstance(error, ProviderError):
+        return "provider_error"
+    if isinstance(error, ConflictError):
+        return "conflict"
     return type(error).__name__
 
 

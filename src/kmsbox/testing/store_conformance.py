@@ -230,12 +230,97 @@ class SecretStoreConformance:
             {"expires": -5},
             {"expires": 0},
             {"expires": "tomorrow"},
+            {"expires": float("inf")},
+            {"expires": float("nan")},
+            {"expires": 10**12},  # past the 1000-year limit
+            {"expires": _dt.timedelta(seconds=-5)},
+            {"expires": _dt.datetime(9999, 1, 1, tzinfo=_dt.UTC)},
+            {"labels": [("team", "pay")]},
+            {"labels": "team=pay"},
+            {"labels": {"k": "nul\x00"}},
+            {"labels": {"nul\x00": "v"}},
+            {"labels": {f"k{i}": "v" for i in range(65)}},
+            {"category": "nul\x00"},
+            {"category": 5},
+            {"description": "lone \ud800 surrogate"},
+            {"actor": 5},
+            {"actor": 1.5},
+            {"actor": "nul\x00"},
+            {"actor": "a" * 257},
+            {"request": {"k": 1}},
+            {"request": {"k": "nul\x00"}},
+            {"request": [("k", "v")]},
         ]
         for kwargs in bad:
             with pytest.raises(ValueError):
                 store.put("meta", "v", namespace=namespace, **kwargs)
         with pytest.raises(SecretNotFound):
             store.get("meta", namespace=namespace)
+        assert store.verify_audit().ok
+
+    def test_an_actor_or_context_an_event_cannot_hold_is_refused_per_block(
+        self, store: SecretStore, namespace: str
+    ) -> None:
+        for kwargs in ({"actor": 7}, {"actor": "nul\x00"}, {"trace": 7}, {"trace": "x" * 1025}):
+            with pytest.raises(ValueError), store.audit_context(**kwargs):  # type: ignore[arg-type]
+                pass
+        store.put("who", "v", namespace=namespace)
+        with pytest.raises(ValueError):
+            store.get("who", namespace=namespace, actor=5)  # type: ignore[arg-type]
+        assert store.verify_audit().ok
+
+    def test_a_str_value_that_is_not_utf8_is_refused_without_echoing_it(
+        self, store: SecretStore, namespace: str
+    ) -> None:
+        with pytest.raises(ValueError) as caught:
+            store.put("lone", "hunter\ud800two", namespace=namespace)
+        assert "hunter" not in str(caught.value)
+        assert caught.value.__cause__ is None and caught.value.__context__ is None
+        assert not store.try_get("lone", namespace=namespace).ok
+
+    def test_versions_and_cursors_out_of_range_are_value_errors(self, store: SecretStore, namespace: str) -> None:
+        store.put("one", "v", namespace=namespace)
+        for bad in (2**63, 2**70, -(2**70)):
+            with pytest.raises(ValueError):
+                store.get("one", namespace=namespace, version=bad)
+            with pytest.raises(ValueError):
+                store.try_get("one", namespace=namespace, version=bad)
+            with pytest.raises(ValueError):
+                store.audit_events(after=bad)
+        for bad_limit in (0, 10_001, 2**70):
+            with pytest.raises(ValueError):
+                store.audit_events(limit=bad_limit)
+        for bad_filter in (
+            {"since": _dt.datetime.now(_dt.UTC)},
+            {"until": "abc"},
+            {"since": float("nan")},
+            {"name": 5},
+        ):
+            with pytest.raises(ValueError):
+                AuditFilter(**bad_filter)  # type: ignore[arg-type]
+
+    def test_an_expiry_is_removed_with_never_and_a_passed_one_is_not_carried_over(
+        self, store: SecretStore, namespace: str
+    ) -> None:
+        from kmsbox import NEVER
+
+        store.put("kept", "v1", namespace=namespace, expires=3600)
+        assert store.put("kept", "v2", namespace=namespace).expires_at is not None
+        assert store.put("kept", "v3", namespace=namespace, expires=NEVER).expires_at is None
+        assert store.put("kept", "v4", namespace=namespace).expires_at is None
+        # An expiry that has passed went with the value it expired: a new value starts without one.
+        store.put("lapsed", "old", namespace=namespace, expires=_past(60))
+        assert store.try_get("lapsed", namespace=namespace).reason == "expired"
+        assert store.put("lapsed", "new", namespace=namespace).expires_at is None
+        assert store.get("lapsed", namespace=namespace).value == "new"
+        assert store.cleanup_expired() == 0
+        assert store.get("lapsed", namespace=namespace).value == "new"
+
+    def test_an_empty_category_or_description_clears_it(self, store: SecretStore, namespace: str) -> None:
+        store.put("meta", "v1", namespace=namespace, category="db", description="primary")
+        info = store.put("meta", "v2", namespace=namespace, category="", description="")
+        assert (info.category, info.description) == (None, None)
+        assert store.info("meta", namespace=namespace) == info
 
     # --- names and namespaces --------------------------------------------------------
 
@@ -518,6 +603,13 @@ class SecretStoreConformance:
         with pytest.raises(SecretExpired):
             store.get("brief", namespace=namespace)
 
+    def test_cleanup_refuses_a_retention_that_is_not_a_finite_time(self, store: SecretStore, namespace: str) -> None:
+        store.put("gone", "x", namespace=namespace, expires=_past(60))
+        for bad in (float("nan"), float("inf"), -1, "7", None, _dt.timedelta(seconds=-1)):
+            with pytest.raises(ValueError):
+                store.cleanup_expired(bad)  # type: ignore[arg-type]
+        assert store.try_get("gone", namespace=namespace).reason == "expired"
+
     def test_cleanup_deletes_expired_secrets_after_the_retention(self, store: SecretStore, namespace: str) -> None:
         store.put("expired-long-ago", "x", namespace=namespace, expires=_past(7200))
         store.put("expired-recently", "x", namespace=namespace, expires=_past(60))
@@ -621,7 +713,7 @@ class SecretStoreConformance:
             ("update", "success", 2),
             ("read", "success", 2),
             ("disable", "success", 2),
-            ("read", "denied", None),
+            ("read", "denied", 2),  # the version the read was refused
             ("enable", "success", 2),
             ("read", "failure", 9),
             ("delete", "success", 2),
