@@ -9,8 +9,10 @@ from pathlib import Path
 
 import click
 
+from kmsbox.cli.files import read_text_file, write_text_file
 from kmsbox.cli.main import Settings, open_cli_store, pass_settings
 from kmsbox.cli.output import EXIT_CODES, emit_json, fmt_time, table
+from kmsbox.cli.params import CURSOR
 from kmsbox.storage.base import AuditFilter
 from kmsbox.store.audit import ACTIONS, RESULTS, Checkpoint
 
@@ -42,7 +44,7 @@ def audit_group() -> None:
 @click.option("--since", metavar="ISO-TIME")
 @click.option("--until", metavar="ISO-TIME")
 @click.option("--limit", type=click.IntRange(1, 10_000), default=100, show_default=True)
-@click.option("--cursor", type=click.IntRange(0), default=0, help="Cursor from the previous page.")
+@click.option("--cursor", type=CURSOR, default=0, help="Cursor from the previous page.")
 @pass_settings
 def audit_list(
     settings: Settings,
@@ -92,11 +94,14 @@ def audit_checkpoint(settings: Settings, output: Path | None) -> None:
     with open_cli_store(settings) as store:
         checkpoint = store.audit_checkpoint()
     text = json.dumps(checkpoint.to_dict())
-    if output:
-        output.write_text(text + "\n", encoding="utf-8")
-        click.echo(f"checkpoint at event {checkpoint.seq} written to {output}")
-    else:
+    if output is None:
         click.echo(text)
+        return
+    write_text_file(output, text + "\n")
+    if settings.as_json:
+        emit_json({"seq": checkpoint.seq, "output": str(output)})
+    else:
+        click.echo(f"checkpoint at event {checkpoint.seq} written to {output}")
 
 
 @audit_group.command("verify")
@@ -111,9 +116,10 @@ def audit_verify(settings: Settings, checkpoint_file: Path | None) -> None:
     """Verify the chain; exit 10 if it was tampered with."""
     checkpoint = None
     if checkpoint_file:
+        text = read_text_file(checkpoint_file)
         try:
-            checkpoint = Checkpoint.from_dict(json.loads(checkpoint_file.read_text(encoding="utf-8")))
-        except json.JSONDecodeError:
+            checkpoint = Checkpoint.from_dict(json.loads(text))
+        except (json.JSONDecodeError, RecursionError):
             raise ValueError(f"checkpoint file {checkpoint_file} is not JSON") from None
     with open_cli_store(settings) as store:
         report = store.verify_audit(checkpoint)

@@ -12,6 +12,7 @@ import click
 
 from kmsbox.cli.main import Settings, pass_settings
 from kmsbox.cli.output import emit_json
+from kmsbox.cli.params import FiniteFloatRange
 from kmsbox.plugins import fake_servers
 from kmsbox.testing.fakes import FAULT_KINDS
 
@@ -40,10 +41,10 @@ def fake_list(settings: Settings) -> None:
 @fake_group.command("serve")
 @click.option("--only", "only", multiple=True, metavar="NAME", help="Start only these fakes (repeatable).")
 @click.option(
-    "--latency", type=click.FloatRange(0, 60), default=0.0, show_default=True, help="Seconds added to every call."
+    "--latency", type=FiniteFloatRange(0, 60), default=0.0, show_default=True, help="Seconds added to every call."
 )
 @click.option(
-    "--fault-rate", type=click.FloatRange(0, 1), default=0.0, show_default=True, help="Fraction of calls that fail."
+    "--fault-rate", type=FiniteFloatRange(0, 1), default=0.0, show_default=True, help="Fraction of calls that fail."
 )
 @click.option("--fault-kind", type=click.Choice(FAULT_KINDS), default="unavailable", show_default=True)
 @click.option(
@@ -69,7 +70,8 @@ def fake_serve(
     port_map: dict[str, int] = {}
     for item in ports:
         name, sep, port = item.partition("=")
-        if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+        # ASCII digits, at most five: isdigit() alone also takes other scripts' digits.
+        if not sep or not (port.isascii() and port.isdigit() and len(port) <= 5) or not 0 < int(port) < 65536:
             raise ValueError(f"--port {item!r} must look like aws=4566")
         port_map[name] = int(port)
     started: list[Any] = []

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from kmsbox.cli.files import file_problem
 from kmsbox.cli.main import Settings, pass_settings
 from kmsbox.cli.output import emit_json
 from kmsbox.providers.local import add_keyring_version, generate_hex_key, generate_keyring, remove_keyring_version
@@ -24,7 +25,10 @@ def keys_group() -> None:
 @pass_settings
 def generate(settings: Settings, path: Path, force: bool) -> None:
     """Write a new keyring file (mode 0600) and print its KEK URI."""
-    uri = generate_keyring(path, overwrite=force)
+    try:
+        uri = generate_keyring(path, overwrite=force)
+    except OSError as exc:
+        raise file_problem("write", path, exc) from None
     if settings.as_json:
         emit_json({"kek_uri": uri})
     else:
@@ -36,7 +40,10 @@ def generate(settings: Settings, path: Path, force: bool) -> None:
 @pass_settings
 def add_version(settings: Settings, path: Path) -> None:
     """Add a new primary version to a keyring (older versions still unwrap)."""
-    version = add_keyring_version(path)
+    try:
+        version = add_keyring_version(path)
+    except OSError as exc:
+        raise file_problem("write", path, exc) from None
     if settings.as_json:
         emit_json({"primary_version": version})
     else:
@@ -47,18 +54,30 @@ def add_version(settings: Settings, path: Path) -> None:
 @click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.argument("version")
 @click.option("--yes", is_flag=True, help="Confirm: anything still wrapped by this version becomes unreadable.")
-def remove_version(path: Path, version: str, yes: bool) -> None:
+@pass_settings
+def remove_version(settings: Settings, path: Path, version: str, yes: bool) -> None:
     """Remove a version from a keyring (check `kmsbox status` first)."""
     if not yes:
         raise click.UsageError("removing a KEK version is destructive: pass --yes after checking `kmsbox status`")
-    remove_keyring_version(path, version)
-    click.echo(f"removed {version}")
+    try:
+        remove_keyring_version(path, version)
+    except OSError as exc:
+        raise file_problem("write", path, exc) from None
+    if settings.as_json:
+        emit_json({"removed_version": version})
+    else:
+        click.echo(f"removed {version}")
 
 
 @keys_group.command("new-hex")
-def new_hex() -> None:
+@pass_settings
+def new_hex(settings: Settings) -> None:
     """Print a new random key as 64 hex characters (for env:// KEKs)."""
-    click.echo(generate_hex_key())
+    key = generate_hex_key()
+    if settings.as_json:
+        emit_json({"key": key})
+    else:
+        click.echo(key)
 
 
 def register(cli: click.Group) -> None:

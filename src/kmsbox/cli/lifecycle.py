@@ -10,11 +10,13 @@ from pathlib import Path
 from typing import Any
 
 import click
+from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from kmsbox.cli.files import file_problem, read_text_file
 from kmsbox.cli.main import Settings, open_cli_store, pass_settings
-from kmsbox.cli.output import EXIT_CODES, console, emit_json, table
-from kmsbox.cli.secrets import parse_duration
+from kmsbox.cli.output import EXIT_CODES, emit_json, table
+from kmsbox.cli.params import VERSION, parse_duration
 from kmsbox.store.importing import ON_CONFLICT, parse_dotenv, parse_json_secrets
 from kmsbox.store.jobs import JobReport
 
@@ -26,8 +28,14 @@ def _progress(settings: Settings, label: str) -> Iterator[Callable[[int, int | N
     if settings.as_json or not sys.stderr.isatty():
         yield None
         return
+    # The bar goes to stderr (the terminal it was checked on): stdout stays the command's result.
     with Progress(
-        TextColumn(label), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console, transient=True
+        TextColumn(label),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=Console(stderr=True),
+        transient=True,
     ) as bar:
         task = bar.add_task(label, total=None)
 
@@ -152,7 +160,7 @@ def reencrypt_cmd(settings: Settings, namespace: str, dry_run: bool) -> None:
 
 @click.command("compromise")
 @click.argument("namespace")
-@click.argument("version", type=click.IntRange(1))
+@click.argument("version", type=VERSION)
 @click.option("--no-rotate", is_flag=True, help="Do not rotate in a new key if this one was active.")
 @click.option("--yes", is_flag=True, help="Confirm.")
 @pass_settings
@@ -179,9 +187,7 @@ def compromise_cmd(settings: Settings, namespace: str, version: int, no_rotate: 
 @pass_settings
 def cleanup_keys_cmd(settings: Settings, older_than: str, namespace: str | None, dry_run: bool) -> None:
     """Delete retired keys nothing references (refuses keys still in use)."""
-    import datetime as _dt
-
-    age = parse_duration(older_than) if older_than != "0s" else _dt.timedelta(0)
+    age = parse_duration(older_than, allow_zero=True)
     with open_cli_store(settings) as store:
         report = store.cleanup_retired_keys(age, namespace=namespace, dry_run=dry_run)
     _report(settings, report)
@@ -264,10 +270,13 @@ def import_cmd(
     settings: Settings, namespace: str, source: Path, fmt: str | None, on_conflict: str, category: str | None
 ) -> None:
     """Import secrets from a dotenv or JSON file (or - for stdin) into a namespace."""
-    try:
-        text = sys.stdin.read() if str(source) == "-" else source.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ValueError(f"cannot read {source}: {type(exc).__name__}") from None
+    if str(source) == "-":
+        try:
+            text = sys.stdin.read()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise file_problem("read", source, exc) from None
+    else:
+        text = read_text_file(source)
     kind = fmt or ("json" if source.suffix == ".json" else "dotenv")
     pairs: list[tuple[str, Any]] = parse_json_secrets(text) if kind == "json" else list(parse_dotenv(text))
     with open_cli_store(settings) as store, _progress(settings, "importing") as progress:

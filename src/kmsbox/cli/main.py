@@ -6,11 +6,13 @@ add commands through the ``register_commands`` hook.
 
 from __future__ import annotations
 
+import errno
+import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NoReturn
 
 import click
 
@@ -28,7 +30,17 @@ from kmsbox.errors import (
     StorageError,
 )
 
-__all__ = ["Settings", "cli", "get_cli", "main", "open_cli_store", "pass_settings"]
+__all__ = [
+    "DEBUG_ENV",
+    "KmsboxGroup",
+    "Settings",
+    "cli",
+    "fail_internal",
+    "get_cli",
+    "main",
+    "open_cli_store",
+    "pass_settings",
+]
 
 
 @dataclass
@@ -80,10 +92,36 @@ def open_cli_store(settings: Settings) -> Iterator[Any]:
         store.close()
 
 
+DEBUG_ENV = "KMSBOX_DEBUG"
+
+
+def _debugging() -> bool:
+    return os.environ.get(DEBUG_ENV, "") not in ("", "0")
+
+
+def _is_click_own(exc: BaseException) -> bool:
+    # click turns these into its own messages and exit codes (a closed pipe included).
+    return isinstance(exc, (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort)) or (
+        isinstance(exc, OSError) and exc.errno == errno.EPIPE
+    )
+
+
+def fail_internal(exc: BaseException) -> NoReturn:
+    """Exit with one line naming only the exception's type: its message might carry a value."""
+    from kmsbox.cli.output import EXIT_CODES
+
+    click.echo(
+        f"kmsbox: error: internal error ({type(exc).__name__}); set {DEBUG_ENV}=1 to see the traceback",
+        err=True,
+    )
+    sys.exit(EXIT_CODES["internal"])
+
+
 class KmsboxGroup(click.Group):
-    """A group that turns kmsbox errors into one line and an exit code."""
+    """A group that turns every error into one line and a documented exit code."""
 
     def invoke(self, ctx: click.Context) -> Any:
+        """Run the command; map kmsbox errors, bad input, interrupts and bugs to exit codes."""
         from kmsbox.cli.output import EXIT_CODES
 
         try:
@@ -94,6 +132,13 @@ class KmsboxGroup(click.Group):
         except ValueError as exc:
             click.echo(f"kmsbox: error: {exc}", err=True)
             sys.exit(EXIT_CODES["usage"])
+        except KeyboardInterrupt:
+            click.echo("kmsbox: error: interrupted", err=True)
+            sys.exit(EXIT_CODES["interrupted"])
+        except Exception as exc:
+            if _is_click_own(exc) or _debugging():
+                raise
+            fail_internal(exc)
 
 
 @click.group(cls=KmsboxGroup)
@@ -144,4 +189,9 @@ def main() -> None:
     except KmsboxError as exc:
         click.echo(f"kmsbox: error: {exc}", err=True)
         sys.exit(EXIT_CODES[_code_for(exc)])
+    except Exception as exc:
+        # A plugin's register_commands hook is outside our control: still one line.
+        if _debugging():
+            raise
+        fail_internal(exc)
     group(prog_name="kmsbox")

@@ -28,6 +28,9 @@ EXIT_CODES = {
     "provider": 8,
     "storage": 9,
     "verify_failed": 10,
+    # 70 is EX_SOFTWARE (sysexits.h), 130 the shell's 128 + SIGINT: both mean the same elsewhere.
+    "internal": 70,
+    "interrupted": 130,
 }
 
 

@@ -2,27 +2,26 @@
 
 from __future__ import annotations
 
-import datetime as _dt
-import re
 import sys
 
 import click
 
+from kmsbox import NEVER
 from kmsbox.cli.main import Settings, open_cli_store, pass_settings
 from kmsbox.cli.output import emit_json, fmt_time, table
+from kmsbox.cli.params import VERSION, parse_duration
+from kmsbox.store.service import Expiry
 
 __all__ = ["parse_duration", "register"]
 
-_DURATION_RE = re.compile(r"^(\d+)([smhdw])$")
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
-
-def parse_duration(text: str) -> _dt.timedelta:
-    """Parse ``90s``, ``15m``, ``12h``, ``30d`` or ``2w``; ValueError otherwise."""
-    match = _DURATION_RE.match(text.strip())
-    if not match or int(match.group(1)) <= 0:
-        raise ValueError(f"duration {text!r} must look like 90s, 15m, 12h, 30d or 2w")
-    return _dt.timedelta(seconds=int(match.group(1)) * _UNITS[match.group(2)])
+def _parse_expiry(text: str | None) -> Expiry:
+    # None keeps a secret's current expiry; NEVER removes it.
+    if text is None:
+        return None
+    if text.strip().lower() == "never":
+        return NEVER
+    return parse_duration(text)
 
 
 def _parse_labels(items: tuple[str, ...]) -> dict[str, str] | None:
@@ -37,30 +36,41 @@ def _parse_labels(items: tuple[str, ...]) -> dict[str, str] | None:
     return labels
 
 
-def _read_value(binary: bool) -> str | bytes:
+def _read_value(binary: bool, allow_empty: bool) -> str | bytes:
     # The value comes from stdin or a hidden prompt, never from the command line.
     if sys.stdin.isatty():
         text: str = click.prompt("Value", hide_input=True, confirmation_prompt=True)
         return text.encode() if binary else text
     data = sys.stdin.buffer.read()
+    value: str | bytes
     if binary:
-        return data
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError:
-        raise ValueError("value on stdin is not UTF-8 text: use --binary") from None
-    # One trailing newline (from echo or a heredoc) is not part of the value; --binary keeps it.
-    return text[:-1] if text.endswith("\n") else text
+        value = data
+    else:
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError:
+            raise ValueError("value on stdin is not UTF-8 text: use --binary") from None
+        # One trailing newline (from echo or a heredoc) is not part of the value; --binary keeps it.
+        value = text[:-1] if text.endswith("\n") else text
+    # An empty stdin is far more often a mistake (</dev/null, a failed pipe) than a wish.
+    if not value and not allow_empty:
+        raise ValueError("the value on stdin is empty: pipe the value in, or pass --allow-empty to store an empty one")
+    return value
 
 
 @click.command("put")
 @click.argument("namespace")
 @click.argument("name")
-@click.option("--expires", metavar="DURATION", help="Expire after 90s, 15m, 12h, 30d, 2w.")
+@click.option(
+    "--expires",
+    metavar="DURATION|never",
+    help="Expire after 90s, 15m, 12h, 30d, 2w (at most 1000 years); 'never' removes an expiry. Default: keep it.",
+)
 @click.option("--category", help="A category to filter by.")
 @click.option("--description", help="A description (not secret).")
 @click.option("--label", "labels", multiple=True, metavar="KEY=VALUE", help="A label; repeatable.")
 @click.option("--binary", is_flag=True, help="Store stdin as bytes, exactly.")
+@click.option("--allow-empty", is_flag=True, help="Accept an empty value on stdin (refused by default).")
 @pass_settings
 def put_cmd(
     settings: Settings,
@@ -71,11 +81,12 @@ def put_cmd(
     description: str | None,
     labels: tuple[str, ...],
     binary: bool,
+    allow_empty: bool,
 ) -> None:
     """Store a secret read from stdin (or a hidden prompt); makes a new version."""
-    expiry = parse_duration(expires) if expires else None
+    expiry = _parse_expiry(expires)
     label_map = _parse_labels(labels)
-    value = _read_value(binary)
+    value = _read_value(binary, allow_empty)
     with open_cli_store(settings) as store:
         info = store.put(
             name,
@@ -95,7 +106,7 @@ def put_cmd(
 @click.command("get")
 @click.argument("namespace")
 @click.argument("name")
-@click.option("--version", type=int, help="A specific version (default: latest).")
+@click.option("--version", type=VERSION, help="A specific version (default: latest).")
 @pass_settings
 def get_cmd(settings: Settings, namespace: str, name: str, version: int | None) -> None:
     """Print a secret's value on stdout (exactly, for bytes)."""
@@ -227,7 +238,7 @@ def _status_command(action: str) -> click.Command:
 @pass_settings
 def cleanup_cmd(settings: Settings, retention: str) -> None:
     """Delete secrets that expired longer ago than the retention."""
-    keep = parse_duration(retention) if retention != "0s" else _dt.timedelta(0)
+    keep = parse_duration(retention, allow_zero=True)
     with open_cli_store(settings) as store:
         count = store.cleanup_expired(keep)
     if settings.as_json:

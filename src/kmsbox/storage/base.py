@@ -10,7 +10,6 @@ losing an update.
 from __future__ import annotations
 
 import math
-
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable

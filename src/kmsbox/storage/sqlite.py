@@ -8,11 +8,12 @@ failing, and the shared migrations on open. A default plugin.
 
 from __future__ import annotations
 
+import math
 import sqlite3
 import time
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, unquote, urlparse
+from urllib.parse import parse_qsl, unquote, urlparse
 
 from kmsbox.errors import ConfigError, ConflictError, KmsboxError, StorageError
 from kmsbox.hookspecs import hookimpl
@@ -126,21 +127,42 @@ class SqliteBackend(SqlBackend):
         return {"backend": "sqlite", "location": self.path}
 
 
+_URL_PARAMETERS = ("busy_timeout",)
+
+
 def open_sqlite(url: str) -> SqliteBackend:
-    """Open ``sqlite:///path``; ConfigError for a malformed URL or unreadable file."""
+    """Open ``sqlite:///path[?busy_timeout=SECONDS]``.
+
+    Raises ConfigError for a malformed URL, an unknown or repeated query parameter,
+    a ``busy_timeout`` that is not a finite number of seconds above 0, or an
+    unreadable file.
+    """
     parsed = urlparse(url)
     if parsed.scheme != "sqlite" or parsed.netloc or not parsed.path or parsed.path == "/":
         raise ConfigError(f"storage URL {url!r}: use sqlite:///relative.db or sqlite:////absolute/path.db")
+    if parsed.fragment:
+        raise ConfigError(f"storage URL {url!r}: a SQLite URL takes no #fragment")
     path = unquote(parsed.path[1:])
-    params = parse_qs(parsed.query)
+    try:
+        pairs = parse_qsl(parsed.query, keep_blank_values=True, strict_parsing=True) if parsed.query else []
+    except ValueError:
+        raise ConfigError(f"storage URL {url!r}: the query must look like ?busy_timeout=SECONDS") from None
+    params: dict[str, str] = {}
+    for key, value in pairs:
+        if key not in _URL_PARAMETERS:
+            raise ConfigError(f"storage URL {url!r}: unknown parameter {key!r} (known: {', '.join(_URL_PARAMETERS)})")
+        if key in params:
+            raise ConfigError(f"storage URL {url!r}: parameter {key!r} is given twice")
+        params[key] = value
     busy = 60.0
     if "busy_timeout" in params:
         try:
-            busy = float(params["busy_timeout"][0])
+            busy = float(params["busy_timeout"])
         except ValueError:
             raise ConfigError(f"storage URL {url!r}: busy_timeout must be a number of seconds") from None
-        if busy <= 0:
-            raise ConfigError(f"storage URL {url!r}: busy_timeout must be positive")
+        # nan compares false to everything and inf would wait forever: neither is a time-out.
+        if not math.isfinite(busy) or busy <= 0:
+            raise ConfigError(f"storage URL {url!r}: busy_timeout must be a finite number of seconds above 0")
     return SqliteBackend(url, path, busy_timeout=busy)
 
 

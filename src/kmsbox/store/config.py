@@ -20,6 +20,7 @@ the code raise :class:`~kmsbox.errors.ConfigError` before anything is served.
 
 from __future__ import annotations
 
+import math
 import os
 import tomllib
 from collections.abc import Sequence
@@ -63,6 +64,9 @@ def _read_toml(path: Path) -> dict[str, Any]:
             return tomllib.load(handle)
     except FileNotFoundError:
         raise ConfigError(f"config file {path} does not exist") from None
+    except UnicodeDecodeError:
+        # The codec's message quotes the offending bytes: name the file and the rule only.
+        raise ConfigError(f"config file {path} is not UTF-8 text (TOML must be UTF-8)") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
     except OSError as exc:
@@ -77,6 +81,98 @@ def _config_file() -> Path | None:
     return default if default.is_file() else None
 
 
+#: The settings a config file may hold, by table.
+_KNOWN = {
+    "store": ("url", "kek", "audit_reads", "max_value_size"),
+    "cache": ("max_age", "max_uses", "max_entries", "data_keys"),
+}
+#: The largest count a [cache] setting takes (what a signed 64-bit integer holds, with room).
+_MAX_COUNT = 2**62 - 1
+_MAX_VALUE_SIZE = 64 * 1024 * 1024
+
+_TOML_TYPES = {
+    str: "a string",
+    bool: "a boolean",
+    int: "an integer",
+    float: "a float",
+    list: "an array",
+    dict: "a table",
+}
+
+
+def _toml_type(value: Any) -> str:
+    # Name the type, never the value: a URL may carry a password.
+    for kind, name in _TOML_TYPES.items():
+        if type(value) is kind:
+            return name
+    return f"a {type(value).__name__}"
+
+
+def _sections(data: dict[str, Any], path: Path | None) -> tuple[dict[str, Any], dict[str, Any]]:
+    unknown = sorted(set(data) - set(_KNOWN))
+    if unknown:
+        raise ConfigError(
+            f"config file {path}: unknown top-level settings {unknown} (known tables: [store] and [cache])"
+        )
+    sections: list[dict[str, Any]] = []
+    for table, known in _KNOWN.items():
+        section = data.get(table, {})
+        if not isinstance(section, dict):
+            raise ConfigError(f"config file {path}: {table} must be a table ([{table}]), got {_toml_type(section)}")
+        unknown = sorted(set(section) - set(known))
+        if unknown:
+            raise ConfigError(f"config file {path}: unknown [{table}] settings {unknown}")
+        sections.append(section)
+    return sections[0], sections[1]
+
+
+def _file_url(store_section: dict[str, Any], path: Path | None) -> str:
+    raw = store_section["url"]
+    if not isinstance(raw, str):
+        raise ConfigError(f"config file {path}: [store] url must be a string (a storage URL), got {_toml_type(raw)}")
+    if not raw.strip():
+        raise ConfigError(f"config file {path}: [store] url is empty")
+    return raw
+
+
+def _file_keks(store_section: dict[str, Any], path: Path | None) -> list[str | KekProvider]:
+    raw = store_section["kek"]
+    items = [raw] if isinstance(raw, str) else raw
+    if not isinstance(items, list):
+        raise ConfigError(
+            f"config file {path}: [store] kek must be a URI string or an array of URI strings, got {_toml_type(raw)}"
+        )
+    if not items:
+        raise ConfigError(f"config file {path}: [store] kek is an empty array (give at least one KEK URI)")
+    for index, item in enumerate(items, start=1):
+        if not isinstance(item, str):
+            raise ConfigError(
+                f"config file {path}: [store] kek entry {index} must be a URI string, got {_toml_type(item)}"
+            )
+        if not item.strip():
+            raise ConfigError(f"config file {path}: [store] kek entry {index} is empty")
+    return list(items)
+
+
+def _cache_setting(key: str, value: Any, path: Path | None) -> float:
+    # max_uses, max_entries and data_keys are counts: a fraction would truncate (0.5 -> 0) past this check.
+    if key == "max_age":
+        if not isinstance(value, (int, float)) or isinstance(value, bool):
+            raise ConfigError(
+                f"config file {path}: [cache] max_age must be a number of seconds, got {_toml_type(value)}"
+            )
+        # nan passes every comparison and inf never expires: both are mistakes.
+        if not math.isfinite(value) or value <= 0:
+            raise ConfigError(f"config file {path}: [cache] max_age must be a finite number of seconds above 0")
+        return float(value)
+    lowest = 0 if key == "data_keys" else 1  # data_keys = 0 turns that cache off
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise ConfigError(f"config file {path}: [cache] {key} must be an integer, got {_toml_type(value)}")
+    if not lowest <= value <= _MAX_COUNT:
+        raise ConfigError(f"config file {path}: [cache] {key} must be an integer from {lowest} to {_MAX_COUNT}")
+    return value
+
+
 def load_settings(
     url: str | None = None,
     kek: str | KekProvider | Sequence[str | KekProvider] | None = None,
@@ -84,28 +180,24 @@ def load_settings(
     audit_reads: bool | None = None,
     config_file: str | os.PathLike[str] | None = None,
 ) -> StoreSettings:
-    """Resolve settings: explicit arguments win, then the environment, then the config file."""
+    """Resolve settings: explicit arguments win, then the environment, then the config file.
+
+    Raises ConfigError when no URL or KEK is found anywhere, and for a config file
+    that cannot be read, is not UTF-8 TOML, has an unknown table or key, or a value
+    of the wrong type or range (the message names the key and the type expected).
+    """
     data: dict[str, Any] = {}
     path = Path(config_file) if config_file is not None else _config_file()
     if path is not None:
         data = _read_toml(path)
-    store_section = data.get("store", {})
-    cache_section = data.get("cache", {})
-    if not isinstance(store_section, dict) or not isinstance(cache_section, dict):
-        raise ConfigError(f"config file {path}: [store] and [cache] must be tables")
-    unknown = set(store_section) - {"url", "kek", "audit_reads", "max_value_size"}
-    if unknown:
-        raise ConfigError(f"config file {path}: unknown [store] settings {sorted(unknown)}")
-    unknown = set(cache_section) - {"max_age", "max_uses", "max_entries", "data_keys"}
-    if unknown:
-        raise ConfigError(f"config file {path}: unknown [cache] settings {sorted(unknown)}")
+    store_section, cache_section = _sections(data, path)
 
     source = "arguments"
     chosen_url = url
     if chosen_url is None and os.environ.get(STORE_ENV):
         chosen_url, source = os.environ[STORE_ENV], STORE_ENV
     if chosen_url is None and "url" in store_section:
-        chosen_url, source = store_section["url"], str(path)
+        chosen_url, source = _file_url(store_section, path), str(path)
     if not isinstance(chosen_url, str) or not chosen_url:
         raise ConfigError(f"no store URL: pass one, set {STORE_ENV}, or put [store] url in {CONFIG_FILE}")
 
@@ -115,34 +207,31 @@ def load_settings(
     elif os.environ.get(KEK_ENV):
         keks = list(_split_keks(os.environ[KEK_ENV]))
     elif "kek" in store_section:
-        raw = store_section["kek"]
-        if isinstance(raw, str):
-            raw = [raw]
-        if not isinstance(raw, list) or not all(isinstance(k, str) for k in raw):
-            raise ConfigError(f"config file {path}: [store] kek must be a URI or a list of URIs")
-        keks = list(raw)
+        keks = _file_keks(store_section, path)
     else:
         keks = []
     if not keks:
         raise ConfigError(f"no KEK: pass kek=..., set {KEK_ENV}, or put [store] kek in {CONFIG_FILE}")
 
-    reads = store_section.get("audit_reads", True) if audit_reads is None else audit_reads
-    if not isinstance(reads, bool):
-        raise ConfigError(f"config file {path}: [store] audit_reads must be true or false")
+    # Every key in the file is checked, even one that an argument overrides: a typo never hides.
+    if "url" in store_section:
+        _file_url(store_section, path)
+    if "kek" in store_section:
+        _file_keks(store_section, path)
+    file_reads = store_section.get("audit_reads", True)
+    if not isinstance(file_reads, bool):
+        raise ConfigError(
+            f"config file {path}: [store] audit_reads must be true or false, got {_toml_type(file_reads)}"
+        )
+    reads = file_reads if audit_reads is None else audit_reads
     max_value = store_section.get("max_value_size", DEFAULT_MAX_VALUE_SIZE)
-    if not isinstance(max_value, int) or isinstance(max_value, bool) or not 1 <= max_value <= 64 * 1024 * 1024:
-        raise ConfigError(f"config file {path}: [store] max_value_size must be an integer from 1 to 67108864")
-    cache: dict[str, float] = {}
-    for key, value in cache_section.items():
-        # max_uses and max_entries are counts: a fraction would truncate (0.5 -> 0) past this check.
-        kinds = (int, float) if key == "max_age" else (int,)
-        lowest = 0 if key == "data_keys" else 1e-9  # data_keys = 0 turns that cache off
-        if not isinstance(value, kinds) or isinstance(value, bool) or value < lowest:
-            what = {"max_age": "a positive number", "data_keys": "a non-negative integer"}.get(
-                key, "a positive integer"
-            )
-            raise ConfigError(f"config file {path}: [cache] {key} must be {what}")
-        cache[key] = float(value)
+    if not isinstance(max_value, int) or isinstance(max_value, bool):
+        raise ConfigError(
+            f"config file {path}: [store] max_value_size must be an integer (bytes), got {_toml_type(max_value)}"
+        )
+    if not 1 <= max_value <= _MAX_VALUE_SIZE:
+        raise ConfigError(f"config file {path}: [store] max_value_size must be an integer from 1 to {_MAX_VALUE_SIZE}")
+    cache = {key: _cache_setting(key, value, path) for key, value in cache_section.items()}
     return StoreSettings(chosen_url, keks, reads, max_value, cache, source)
 
 

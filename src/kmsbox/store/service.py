@@ -56,7 +56,6 @@ MAX_VERSION = 2**62 - 1
 T = TypeVar("T")
 
 
-
 class _Never:
     """The type of :data:`NEVER`."""
 

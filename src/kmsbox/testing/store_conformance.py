@@ -262,7 +262,7 @@ class SecretStoreConformance:
         self, store: SecretStore, namespace: str
     ) -> None:
         for kwargs in ({"actor": 7}, {"actor": "nul\x00"}, {"trace": 7}, {"trace": "x" * 1025}):
-            with pytest.raises(ValueError), store.audit_context(**kwargs):  # type: ignore[arg-type]
+            with pytest.raises(ValueError), store.audit_context(**kwargs):
                 pass
         store.put("who", "v", namespace=namespace)
         with pytest.raises(ValueError):
@@ -297,7 +297,7 @@ class SecretStoreConformance:
             {"name": 5},
         ):
             with pytest.raises(ValueError):
-                AuditFilter(**bad_filter)  # type: ignore[arg-type]
+                AuditFilter(**bad_filter)
 
     def test_an_expiry_is_removed_with_never_and_a_passed_one_is_not_carried_over(
         self, store: SecretStore, namespace: str

@@ -1,0 +1,68 @@
+"""Bounded option types of the CLI: durations, versions, cursors and finite numbers.
+
+Every number a user types is checked here, at parse time, so that a huge or
+non-finite one is a usage error (exit 2) and never an overflow deeper down.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import math
+import re
+from typing import Any
+
+import click
+
+__all__ = [
+    "CURSOR",
+    "LONGEST_DURATION",
+    "MAX_COUNT",
+    "VERSION",
+    "FiniteFloatRange",
+    "parse_duration",
+]
+
+#: The largest version, cursor or count an option takes: what a signed 64-bit column holds, with room.
+MAX_COUNT = 2**62 - 1
+
+#: A secret version or a namespace-key version (1 and up).
+VERSION = click.IntRange(1, MAX_COUNT)
+
+#: An audit-log cursor (a sequence number; 0 is the start).
+CURSOR = click.IntRange(0, MAX_COUNT)
+
+#: The longest duration accepted: the store takes expiries at most 1000 years ahead.
+LONGEST_DURATION = _dt.timedelta(days=1000 * 365.25)
+
+# ASCII digits only (``\d`` would take any script's digits), and few enough of them
+# that the product below can never overflow a timedelta before the bound is checked.
+_DURATION_RE = re.compile(r"^([0-9]{1,15})([smhdw])$")
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def parse_duration(text: str, *, allow_zero: bool = False) -> _dt.timedelta:
+    """Parse ``90s``, ``15m``, ``12h``, ``30d`` or ``2w`` (at most 1000 years).
+
+    Raises ValueError (a usage error in the CLI) for anything else, for zero unless
+    ``allow_zero``, and for a duration longer than :data:`LONGEST_DURATION`.
+    """
+    match = _DURATION_RE.match(text.strip())
+    if not match or (int(match.group(1)) == 0 and not allow_zero):
+        raise ValueError(f"duration {text!r} must look like 90s, 15m, 12h, 30d or 2w")
+    seconds = int(match.group(1)) * _UNITS[match.group(2)]
+    if seconds > LONGEST_DURATION.total_seconds():
+        raise ValueError(f"duration {text!r} is longer than 1000 years")
+    return _dt.timedelta(seconds=seconds)
+
+
+class FiniteFloatRange(click.FloatRange):
+    """A ``click.FloatRange`` that also refuses ``nan`` and ``inf`` (which compare false to any bound)."""
+
+    name = "finite float range"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        """Convert like FloatRange, then fail on a non-finite number."""
+        number = super().convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number.", param, ctx)
+        return number
