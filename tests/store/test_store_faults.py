@@ -792,3 +792,10 @@ def test_a_malformed_stored_row_is_an_integrity_error_and_is_audited(
     assert store.get("bystander", namespace="ns").value == "w"
     failures = store.audit_events(AuditFilter(name="victim", result="failure"))[0]
     assert [e.detail["reason"] for e in failures] == ["integrity", "integrity"]
+
+
+def test_an_sqlite_file_of_another_application_is_not_taken_over(kek_uri: str, db_path: Path) -> None:
+    _sql(db_path, "CREATE TABLE users (id INTEGER PRIMARY KEY, email TEXT)")
+    with pytest.raises(ConfigError, match="another application"):
+        kmsbox.open_store(f"sqlite:///{db_path}", kek=kek_uri)
+    assert [r[0] for r in _sql(db_path, "SELECT name FROM sqlite_master WHERE type = 'table'")] == ["users"]

@@ -819,6 +819,9 @@ class SqlBackend(ABC):
     def _lock_for_migration(self, tx: SqlTransaction) -> None:  # noqa: B027 - optional hook
         """Serialise concurrent migrations (SQLite's write lock already does)."""
 
+    def _refuse_foreign_database(self, tx: SqlTransaction) -> None:  # noqa: B027 - optional hook
+        """Refuse to create kmsbox's tables beside another application's (before the first migration)."""
+
     @abstractmethod
     def _storage_error(self, exc: BaseException) -> KmsboxError | None:
         """Map a driver exception to kmsbox's errors, or None if not a driver error."""
@@ -860,6 +863,8 @@ class SqlBackend(ABC):
             self._lock_for_migration(tx)
             tx._q("CREATE TABLE IF NOT EXISTS kmsbox_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
             current = self._recorded_schema(tx)
+            if current == 0:
+                self._refuse_foreign_database(tx)
             if current > SCHEMA_VERSION:
                 raise ConfigError(
                     f"storage {self.describe().get('location', '')} has schema version {current}, newer than this "

@@ -116,6 +116,19 @@ class SqliteBackend(SqlBackend):
             return StorageError(f"SQLite error on {self.path}: {exc}")
         return None
 
+    def _refuse_foreign_database(self, tx: Any) -> None:
+        # A SQLite file is one application's: pointing the store at the app's own
+        # database by mistake must not quietly add kmsbox's tables to it.
+        other = tx._q(
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'kmsbox!_%' ESCAPE '!' "
+            "AND name NOT LIKE 'sqlite!_%' ESCAPE '!' LIMIT 1"
+        ).fetchone()
+        if other is not None:
+            raise ConfigError(
+                f"SQLite file {self.path} already holds tables of another application and is not a kmsbox "
+                "store: use a file of its own"
+            )
+
     def _migrate(self) -> None:
         try:
             super()._migrate()
