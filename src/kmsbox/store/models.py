@@ -101,7 +101,7 @@ class GetResult:
     """The non-raising form of ``get``: ``ok`` and the secret, or a ``reason``.
 
     Reasons: ``not_found``, ``expired``, ``disabled``, ``key_unavailable``,
-    ``integrity``.
+    ``integrity``, ``provider_error``.
     """
 
     ok: bool
