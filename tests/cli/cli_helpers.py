@@ -8,6 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import click
 import pytest
 from click.testing import CliRunner, Result
 
@@ -67,3 +68,14 @@ def usage_error(result: Result) -> str:
     assert result.exit_code == EXIT_CODES["usage"], (result.exit_code, result.stdout, result.stderr)
     assert "Traceback" not in result.output
     return result.stderr
+
+
+def leaf_commands(group: click.Group, prefix: str = "") -> list[tuple[str, click.Command]]:
+    """Every built-in command below ``group`` as ``("audit list", command)``, by name."""
+    found: list[tuple[str, click.Command]] = []
+    for name, command in sorted(group.commands.items()):
+        if isinstance(command, click.Group):
+            found += leaf_commands(command, f"{prefix}{name} ")
+        elif command.callback is not None and command.callback.__module__.startswith("kmsbox.cli"):
+            found.append((prefix + name, command))
+    return found

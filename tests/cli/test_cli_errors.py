@@ -10,7 +10,7 @@ from typing import Any
 
 import click
 import pytest
-from cli_helpers import Invoke, invoker, isolate, ok, one_error_line, usage_error
+from cli_helpers import Invoke, invoker, isolate, leaf_commands, ok, one_error_line, usage_error
 
 import kmsbox.cli.fake_kms as fake_kms_cli
 import kmsbox.cli.plugins as plugins_cli
@@ -116,18 +116,8 @@ def test_the_largest_version_and_cursor_are_accepted(run_without_store: Invoke) 
     one_error_line(run_without_store("audit", "list", "--cursor", str(MAX_COUNT)), "config")
 
 
-def _leaf_commands(group: click.Group, prefix: str = "") -> list[tuple[str, click.Command]]:
-    found: list[tuple[str, click.Command]] = []
-    for name, command in sorted(group.commands.items()):
-        if isinstance(command, click.Group):
-            found += _leaf_commands(command, f"{prefix}{name} ")
-        elif command.callback is not None and command.callback.__module__.startswith("kmsbox.cli"):
-            found.append((prefix + name, command))
-    return found
-
-
 def test_every_numeric_option_of_every_command_is_bounded() -> None:
-    commands = _leaf_commands(get_cli())
+    commands = leaf_commands(get_cli())
     assert {"get", "audit list", "compromise", "fake-kms serve"} <= {name for name, _ in commands}
     for name, command in commands:
         for param in command.params:

@@ -8,24 +8,13 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
-import click
 import pytest
-from cli_helpers import Invoke, invoker, isolate, json_of
+from cli_helpers import Invoke, invoker, isolate, json_of, leaf_commands
 
 import kmsbox.cli.fake_kms as fake_kms_cli
 from kmsbox.cli import get_cli
 
 DEMO_VALUES = ("correct horse battery staple", "sk-demo-not-a-real-key", "short-lived", "a newer passphrase")
-
-
-def _leaf_commands(group: click.Group, prefix: str = "") -> set[str]:
-    found: set[str] = set()
-    for name, command in group.commands.items():
-        if isinstance(command, click.Group):
-            found |= _leaf_commands(command, f"{prefix}{name} ")
-        elif command.callback is not None and command.callback.__module__.startswith("kmsbox.cli"):
-            found.add(prefix + name)
-    return found
 
 
 class _FakeServer:
@@ -111,7 +100,7 @@ def test_every_command_prints_one_json_document(run: Invoke, tmp_path: Path) -> 
     assert json_run("delete", "ns", "b")["deleted_versions"] == 1
     assert json_run("kek migrate", "--to", kek_uri)["job"]
 
-    missing = _leaf_commands(get_cli()) - set(outputs) - {"demo"}
+    missing = {name for name, _ in leaf_commands(get_cli())} - set(outputs) - {"demo"}
     assert not missing, f"commands without a --json check: {sorted(missing)}"
 
 

@@ -335,3 +335,24 @@ def test_cleanup_retired_keys_deletes_unreferenced_and_refuses_referenced(open_s
     deleted = [e.detail for e in store.audit.iter_events() if e.action == "retire" and "deleted_version" in e.detail]
     assert len(deleted) == 2
     assert store.verify_audit().ok
+
+
+def test_key_commands_refuse_arguments_of_the_wrong_kind(open_store: Opener) -> None:
+    store = open_store()
+    fill(store, "app", 3)
+    store.rotate_namespace_key("app")
+    store.rewrap_deks("app")  # version 1 is retired and unreferenced now
+    for bad_age in (float("nan"), -1, float("inf"), "7", None, 10**400):
+        with pytest.raises(ValueError):
+            store.cleanup_retired_keys(bad_age)  # type: ignore[arg-type]
+    for bad_version in (True, 0, -1, 2**63, "1"):
+        with pytest.raises(ValueError):
+            store.mark_compromised("app", bad_version)  # type: ignore[arg-type]
+    for bad_size in (0, -5, True, 10**6, 2.5):
+        with pytest.raises(ValueError):
+            store.rewrap_deks("app", batch_size=bad_size)  # type: ignore[arg-type]
+        with pytest.raises(ValueError):
+            store.reencrypt("app", batch_size=bad_size)  # type: ignore[arg-type]
+    assert _key_statuses(store, "app") == {1: "retired", 2: "active"}
+    assert store.cleanup_retired_keys(dt.timedelta(hours=1)).processed == 0  # retired moments ago
+    assert store.cleanup_retired_keys(0).processed == 1

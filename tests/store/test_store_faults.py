@@ -548,6 +548,9 @@ def test_a_kms_outage_fails_puts_and_gets_with_an_audited_provider_error() -> No
             ("read", "ns", 1, "provider_error"),
             ("read", "ns", 1, "provider_error"),
         ]
+        with pytest.raises(ProviderError):
+            store.import_secrets({"u": "v"}, namespace="imported")
+        assert store.audit_events(AuditFilter(action="import"))[0][-1].detail == {"reason": "provider_error"}
         kek.faults.configure(rate=0.0)
         assert store.get("s", namespace="ns").value == "v"
         assert store.verify_audit().ok

@@ -27,10 +27,14 @@ def file_problem(verb: str, path: Path | str, exc: OSError | UnicodeDecodeError)
 
 def read_text_file(path: Path) -> str:
     """The UTF-8 text of ``path``; FileProblem if it cannot be read or decoded."""
+    problem: FileProblem | None = None
     try:
         return path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
-        raise file_problem("read", path, exc) from None
+        problem = file_problem("read", path, exc)
+    # Raised outside the handler: a UnicodeDecodeError holds the file's bytes (secrets,
+    # for an import) and must not even ride along as __context__.
+    raise problem
 
 
 def write_text_file(path: Path, text: str) -> None:

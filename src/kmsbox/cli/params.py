@@ -13,6 +13,8 @@ from typing import Any
 
 import click
 
+from kmsbox.limits import LONGEST_SPAN, MAX_COUNT
+
 __all__ = [
     "CURSOR",
     "LONGEST_DURATION",
@@ -22,9 +24,6 @@ __all__ = [
     "parse_duration",
 ]
 
-#: The largest version, cursor or count an option takes: what a signed 64-bit column holds, with room.
-MAX_COUNT = 2**62 - 1
-
 #: A secret version or a namespace-key version (1 and up).
 VERSION = click.IntRange(1, MAX_COUNT)
 
@@ -32,7 +31,7 @@ VERSION = click.IntRange(1, MAX_COUNT)
 CURSOR = click.IntRange(0, MAX_COUNT)
 
 #: The longest duration accepted: the store takes expiries at most 1000 years ahead.
-LONGEST_DURATION = _dt.timedelta(days=1000 * 365.25)
+LONGEST_DURATION = _dt.timedelta(seconds=LONGEST_SPAN)
 
 # ASCII digits only (``\d`` would take any script's digits), and few enough of them
 # that the product below can never overflow a timedelta before the bound is checked.

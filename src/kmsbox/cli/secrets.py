@@ -47,11 +47,14 @@ def _read_value(binary: bool, allow_empty: bool) -> str | bytes:
         value = data
     else:
         try:
-            text = data.decode("utf-8")
+            decoded: str | None = data.decode("utf-8")
         except UnicodeDecodeError:
-            raise ValueError("value on stdin is not UTF-8 text: use --binary") from None
+            decoded = None
+        if decoded is None:
+            # Raised outside the handler: the codec's error holds the whole value.
+            raise ValueError("value on stdin is not UTF-8 text: use --binary")
         # One trailing newline (from echo or a heredoc) is not part of the value; --binary keeps it.
-        value = text[:-1] if text.endswith("\n") else text
+        value = decoded[:-1] if decoded.endswith("\n") else decoded
     # An empty stdin is far more often a mistake (</dev/null, a failed pipe) than a wish.
     if not value and not allow_empty:
         raise ValueError("the value on stdin is empty: pipe the value in, or pass --allow-empty to store an empty one")

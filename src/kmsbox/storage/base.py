@@ -16,6 +16,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from kmsbox.errors import ConflictError, IntegrityError
 from kmsbox.kek import WrappedKey
+from kmsbox.limits import check_text
 
 __all__ = [
     "AuditFilter",
@@ -145,16 +146,17 @@ class AuditFilter:
     def __post_init__(self) -> None:
         for label in ("namespace", "name", "action", "result"):
             value = getattr(self, label)
-            if value is not None and type(value) is not str:
-                raise ValueError(f"audit filter {label} must be a string, got {type(value).__name__}")
+            if value is not None:
+                check_text(value, f"audit filter {label}", 255)
         for label in ("since", "until"):
             value = getattr(self, label)
             if value is None:
                 continue
             # A datetime or text here would otherwise just match nothing.
-            if type(value) not in (int, float) or not math.isfinite(value):
+            seconds = float(value) if type(value) is float or (type(value) is int and abs(value) < 2**53) else math.nan
+            if not math.isfinite(seconds):
                 raise ValueError(f"audit filter {label} must be a finite number of seconds since the epoch")
-            setattr(self, label, float(value))
+            setattr(self, label, seconds)
 
 
 @dataclass

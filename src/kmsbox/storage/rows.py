@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from kmsbox.limits import MAX_COUNT
 from kmsbox.storage.base import AuditRow, JobRow, MalformedRow, SecretRow, SecretVersionRow
 
 __all__ = [
@@ -34,7 +35,7 @@ DECODE_ERRORS = (TypeError, ValueError, OverflowError, RecursionError)
 _STATUSES = frozenset(("active", "disabled"))
 # Far above any version or count kmsbox writes, and below where ``+ 1`` would overflow
 # a 64-bit column: a larger value could only have been written through the database.
-_LIMIT = 2**62
+_LIMIT = MAX_COUNT + 1
 # A name or namespace longer than this cannot go into an AAD (format's field limit).
 _LONGEST = 0xFFFF
 

@@ -16,6 +16,7 @@ from typing import Any
 from kmsbox import format as fmt
 from kmsbox._crypto import HmacSha256, constant_time_equal
 from kmsbox.errors import StorageError
+from kmsbox.limits import MAX_COUNT, check_count
 from kmsbox.storage.base import AuditFilter, AuditRow, MalformedRow, StaleAuditHead, StorageBackend, Transaction
 
 __all__ = ["ACTIONS", "RESULTS", "AuditEvent", "AuditLog", "AuditVerification", "Checkpoint"]
@@ -42,7 +43,6 @@ RESULTS = ("success", "failure", "denied")
 _ACTION_SET = frozenset(ACTIONS)
 _RESULT_SET = frozenset(RESULTS)
 _BATCH = 500
-_MAX_SEQ = 2**62 - 1  # far beyond any chain; larger would overflow a 64-bit column
 
 
 @dataclass(frozen=True)
@@ -94,8 +94,8 @@ class Checkpoint:
             seq, mac = data["seq"], data["mac"]
         except (KeyError, TypeError):
             raise ValueError("checkpoint needs 'seq' and 'mac'") from None
-        if not isinstance(seq, int) or seq < 0 or not isinstance(mac, str):
-            raise ValueError("checkpoint 'seq' must be a non-negative integer and 'mac' a hex string")
+        if type(seq) is not int or not 0 <= seq <= MAX_COUNT or type(mac) is not str:
+            raise ValueError(f"checkpoint 'seq' must be an integer from 0 to {MAX_COUNT} and 'mac' a hex string")
         try:
             bytes.fromhex(mac)
         except ValueError:
@@ -215,10 +215,9 @@ class AuditLog:
         """A page of events after cursor ``after``; returns (events, next cursor or None).
 
         ValueError for a cursor or limit out of range."""
-        if type(after) is not int or not 0 <= after <= _MAX_SEQ:
-            raise ValueError(f"audit cursor must be an integer from 0 to {_MAX_SEQ}")
+        check_count(after, "audit cursor", lowest=0)
         if type(limit) is not int or not 1 <= limit <= 10_000:
-            raise ValueError("limit must be between 1 and 10000")
+            raise ValueError("limit must be an integer from 1 to 10000")
         with self._backend.read() as tx:
             rows = tx.list_audit(filters or AuditFilter(), after, limit)
         next_cursor = rows[-1].seq if len(rows) == limit else None

@@ -31,6 +31,7 @@ from typing import Any
 from kmsbox.errors import ConfigError, KmsboxError, PluginError, ProviderError
 from kmsbox.kek import KekProvider, open_kek
 from kmsbox.keys import KeyCache
+from kmsbox.limits import MAX_COUNT
 from kmsbox.storage import open_storage
 from kmsbox.store.service import DEFAULT_MAX_VALUE_SIZE, SecretStore
 
@@ -59,18 +60,22 @@ def _split_keks(raw: str) -> list[str]:
 
 
 def _read_toml(path: Path) -> dict[str, Any]:
+    problem: ConfigError
     try:
         with path.open("rb") as handle:
             return tomllib.load(handle)
     except FileNotFoundError:
-        raise ConfigError(f"config file {path} does not exist") from None
+        problem = ConfigError(f"config file {path} does not exist")
     except UnicodeDecodeError:
         # The codec's message quotes the offending bytes: name the file and the rule only.
-        raise ConfigError(f"config file {path} is not UTF-8 text (TOML must be UTF-8)") from None
+        problem = ConfigError(f"config file {path} is not UTF-8 text (TOML must be UTF-8)")
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+        problem = ConfigError(f"config file {path} is not valid TOML: {exc}")
     except OSError as exc:
-        raise ConfigError(f"config file {path} cannot be read: {exc.strerror}") from None
+        problem = ConfigError(f"config file {path} cannot be read: {exc.strerror}")
+    # Raised outside the handlers: the file may hold a URL with a password, and a decode
+    # error holds its bytes; neither may ride along as __context__.
+    raise problem
 
 
 def _config_file() -> Path | None:
@@ -86,8 +91,6 @@ _KNOWN = {
     "store": ("url", "kek", "audit_reads", "max_value_size"),
     "cache": ("max_age", "max_uses", "max_entries", "data_keys"),
 }
-#: The largest count a [cache] setting takes (what a signed 64-bit integer holds, with room).
-_MAX_COUNT = 2**62 - 1
 _MAX_VALUE_SIZE = 64 * 1024 * 1024
 
 _TOML_TYPES = {
@@ -168,8 +171,8 @@ def _cache_setting(key: str, value: Any, path: Path | None) -> float:
     lowest = 0 if key == "data_keys" else 1  # data_keys = 0 turns that cache off
     if not isinstance(value, int) or isinstance(value, bool):
         raise ConfigError(f"config file {path}: [cache] {key} must be an integer, got {_toml_type(value)}")
-    if not lowest <= value <= _MAX_COUNT:
-        raise ConfigError(f"config file {path}: [cache] {key} must be an integer from {lowest} to {_MAX_COUNT}")
+    if not lowest <= value <= MAX_COUNT:
+        raise ConfigError(f"config file {path}: [cache] {key} must be an integer from {lowest} to {MAX_COUNT}")
     return value
 
 

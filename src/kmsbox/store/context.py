@@ -10,11 +10,13 @@ import contextvars
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 
-from kmsbox.store.names import validate_namespace, validate_text
+from kmsbox.limits import check_text
+from kmsbox.store.names import validate_namespace
 
 __all__ = [
     "audit_context",
     "check_actor",
+    "check_merged",
     "check_request",
     "current_actor",
     "current_namespace",
@@ -49,6 +51,7 @@ def audit_context(actor: str | None = None, **request: str) -> Iterator[None]:
     check_request(request)
     token_a = _actor.set(actor if actor is not None else _actor.get())
     merged = {**(_request.get() or {}), **request}
+    check_merged(merged)
     token_r = _request.set(merged)
     try:
         yield
@@ -59,7 +62,7 @@ def audit_context(actor: str | None = None, **request: str) -> Iterator[None]:
 
 def check_actor(actor: object) -> str | None:
     """``actor`` if None or a string an audit event can hold, else ValueError."""
-    return None if actor is None else validate_text(actor, "actor", MAX_ACTOR)
+    return None if actor is None else check_text(actor, "actor", MAX_ACTOR)
 
 
 def check_request(request: object) -> Mapping[str, str]:
@@ -71,9 +74,15 @@ def check_request(request: object) -> Mapping[str, str]:
     if len(request) > MAX_REQUEST_ENTRIES:
         raise ValueError(f"request context has more than {MAX_REQUEST_ENTRIES} entries")
     for key, value in request.items():
-        validate_text(key, "a request context key", 64)
-        validate_text(value, f"request context {key!r}", 1024)
+        check_text(key, "a request context key", 64)
+        check_text(value, f"request context {key!r}", 1024)
     return request
+
+
+def check_merged(merged: Mapping[str, str]) -> None:
+    """Nested blocks and a per-call context together hold at most as many entries as one."""
+    if len(merged) > MAX_REQUEST_ENTRIES:
+        raise ValueError(f"request context has more than {MAX_REQUEST_ENTRIES} entries (nested blocks included)")
 
 
 def current_namespace() -> str | None:

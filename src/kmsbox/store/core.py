@@ -4,25 +4,61 @@ diagnosis and import mixins all build on :class:`StoreCore`."""
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, TypeVar
 
 from kmsbox._crypto import Aead
-from kmsbox.errors import ConflictError
+from kmsbox.errors import (
+    ConflictError,
+    IntegrityError,
+    KeyUnavailable,
+    ProviderError,
+    SecretDisabled,
+    SecretExpired,
+    SecretNotFound,
+    StorageError,
+)
 from kmsbox.keys import seal_secret
-from kmsbox.storage.base import NamespaceKeyRow, SecretRow, SecretVersionRow, StorageBackend, Transaction
-from kmsbox.store.context import check_actor, check_request, current_actor, current_request
+from kmsbox.storage.base import MalformedRow, NamespaceKeyRow, SecretRow, SecretVersionRow, StorageBackend, Transaction
+from kmsbox.store.context import check_actor, check_merged, check_request, current_actor, current_request
 from kmsbox.store.keyring import AUDIT_NAMESPACE, NamespaceKeyring
 from kmsbox.store.names import validate_namespace
 
 if TYPE_CHECKING:
     from kmsbox.store.audit import AuditLog
 
-__all__ = ["StoreCore"]
+__all__ = ["StoreCore", "drop_passed_expiry", "failure_reason"]
 
 T = TypeVar("T")
 _WRITE_RETRIES = 20
+
+
+def failure_reason(error: BaseException) -> str:
+    """The ``reason`` an audit event and a ``GetResult`` give for a failure."""
+    if isinstance(error, SecretNotFound):
+        return "not_found"
+    if isinstance(error, SecretExpired):
+        return "expired"
+    if isinstance(error, SecretDisabled):
+        return "disabled"
+    if isinstance(error, KeyUnavailable):
+        return "key_unavailable"
+    if isinstance(error, IntegrityError):
+        return "integrity"
+    if isinstance(error, ProviderError):
+        return "provider_error"
+    if isinstance(error, ConflictError):
+        return "conflict"
+    return type(error).__name__
+
+
+def drop_passed_expiry(row: SecretRow, now: float) -> None:
+    """An expiry that has passed went with the value it expired: a new version written
+    over it without an expiry of its own starts without one."""
+    if row.expires_at is not None and row.expires_at <= now:
+        row.expires_at = None
 
 
 class StoreCore:
@@ -40,6 +76,7 @@ class StoreCore:
         merged = dict(current_request())
         if request is not None:
             merged.update(check_request(request))
+            check_merged(merged)
         return (current_actor() if actor is None else check_actor(actor)), merged
 
     def _write(self, op: Callable[[Transaction], T]) -> T:
@@ -55,6 +92,37 @@ class StoreCore:
                 time.sleep(delay)
                 delay = min(delay * 2, 0.1)
         raise AssertionError("unreachable")
+
+    def _audit_write_failure(
+        self, ns: str, name: str | None, action: str | None, who: str | None, req: dict[str, str], error: Exception
+    ) -> None:
+        """Record a write that failed (its own transaction rolled back, nothing written).
+
+        ``action`` None means a put: ``create`` or ``update`` by whether the secret exists.
+        """
+
+        def op(tx: Transaction) -> None:
+            chosen = action
+            if chosen is None:
+                try:
+                    chosen = "create" if name is None or tx.get_secret(ns, name) is None else "update"
+                except MalformedRow:
+                    chosen = "update"
+            self.audit.append(
+                tx,
+                action=chosen,
+                result="failure",
+                namespace=ns,
+                name=name,
+                actor=who,
+                context=req,
+                detail={"reason": failure_reason(error)},
+            )
+
+        # The write has failed either way; if even its failure cannot be recorded (the
+        # store is down), the caller gets the write's own error, which says more.
+        with contextlib.suppress(StorageError, ConflictError):
+            self._write(op)
 
     def _write_version(
         self,

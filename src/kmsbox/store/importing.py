@@ -12,15 +12,14 @@ import json
 import re
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from typing import TYPE_CHECKING, TypeVar
+from typing import TypeVar
 
+from kmsbox.errors import ConflictError, IntegrityError, KeyUnavailable, ProviderError
+from kmsbox.limits import check_text
 from kmsbox.storage.base import SecretRow, Transaction
-from kmsbox.store.core import StoreCore
+from kmsbox.store.core import StoreCore, drop_passed_expiry
 from kmsbox.store.jobs import JobReport, Progress
 from kmsbox.store.names import validate_name, validate_namespace
-
-if TYPE_CHECKING:
-    pass
 
 __all__ = ["ON_CONFLICT", "ImportMixin", "parse_dotenv", "parse_json_secrets"]
 
@@ -112,16 +111,17 @@ class ImportMixin(StoreCore):
         validated before its batch is written; a bad one stops the import with the
         earlier batches committed.
         """
-        from kmsbox.store.service import _check_labels, _encode_value
+        from kmsbox.store.service import _check_labels, _check_text, _encode_value
 
         ns = validate_namespace(namespace)
         if on_conflict not in ON_CONFLICT:
             raise ValueError(f"on_conflict must be one of {', '.join(ON_CONFLICT)}")
         clean_labels = _check_labels(labels)
+        clean_category = _check_text(category, "category", 128)
+        check_text(source, "source", 64)
         pairs = items.items() if isinstance(items, Mapping) else items
         report = JobReport("import", ns)
         who, req = self._who(None, None)
-        self.keyring.ensure(ns)
 
         def batches() -> Iterator[list[tuple[str, bytes]]]:
             batch: list[tuple[str, bytes]] = []
@@ -130,6 +130,7 @@ class ImportMixin(StoreCore):
                     validate_name(name)
                     payload = _encode_value(value, self.max_value_size)
                 except (ValueError, TypeError) as exc:
+                    # These messages name the item's type or size, never its value.
                     raise ValueError(f"import item {index + 1}: {exc}") from None
                 batch.append((name, payload))
                 if len(batch) >= self.batch_size:
@@ -151,7 +152,9 @@ class ImportMixin(StoreCore):
                         continue
                     if row is not None and on_conflict == "fail":
                         raise ValueError(f"secret {name!r} already exists in {ns!r}")
-                    fresh = SecretRow(ns, name, 1, "active", now, now, None, category, None, dict(clean_labels))
+                    if row is not None:
+                        drop_passed_expiry(row, time.time())
+                    fresh = SecretRow(ns, name, 1, "active", now, now, None, clean_category, None, dict(clean_labels))
                     written_row, _ = self._write_version(tx, row, fresh, payload, (nk_version, nk), now)
                     self.audit.append(
                         tx,
@@ -167,7 +170,12 @@ class ImportMixin(StoreCore):
                     written += 1
                 return written, skipped
 
-            written, skipped = self._write(op)
+            try:
+                self.keyring.ensure(ns)
+                written, skipped = self._write(op)
+            except (KeyUnavailable, ProviderError, IntegrityError, ConflictError) as exc:
+                self._audit_write_failure(ns, None, "import", who, req, exc)
+                raise
             report.processed += written
             report.skipped += skipped
             report.batches += 1
@@ -196,10 +204,16 @@ class ImportMixin(StoreCore):
 
         def decrypted() -> Iterator[tuple[str, str | bytes]]:
             for index, row in enumerate(rows):
+                failed: str | None = None
                 try:
-                    yield decrypt(row)
+                    item = decrypt(row)
                 except Exception as exc:
-                    raise ValueError(f"legacy row {index + 1} could not be decrypted ({type(exc).__name__})") from None
+                    failed = type(exc).__name__
+                if failed is not None:
+                    # Raised outside the handler: the legacy error may quote key or plaintext
+                    # bytes and must not even ride along as __context__.
+                    raise ValueError(f"legacy row {index + 1} could not be decrypted ({failed})")
+                yield item
 
         return self.import_secrets(
             decrypted(),

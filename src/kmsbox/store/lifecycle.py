@@ -19,6 +19,7 @@ from kmsbox._crypto import Aead, random_key
 from kmsbox.errors import ConflictError, IntegrityError, KeyUnavailable
 from kmsbox.kek import KekProvider, WrappedKey, open_kek
 from kmsbox.keys import open_secret, rewrap_secret, seal_secret
+from kmsbox.limits import MAX_COUNT, check_count, seconds_of
 from kmsbox.storage.base import JobRow, MalformedRow, NamespaceKeyRow, SecretVersionRow, Transaction
 from kmsbox.store.core import StoreCore
 from kmsbox.store.jobs import JobReport, Progress
@@ -33,6 +34,7 @@ __all__ = ["LifecycleMixin"]
 T = TypeVar("T")
 #: Namespace-key versions per KEK batch call (rewrap and migration).
 _KEK_BATCH = 1000
+_MAX_BATCH = 100_000
 
 
 class LifecycleMixin(StoreCore):
@@ -174,6 +176,14 @@ class LifecycleMixin(StoreCore):
         )
         return True
 
+    def _batch_size(self, batch_size: int | None) -> int:
+        """The store's batch size, or a caller's: an int from 1 to 100,000 (memory stays bounded)."""
+        if batch_size is None:
+            return self.batch_size
+        if type(batch_size) is not int or not 1 <= batch_size <= _MAX_BATCH:
+            raise ValueError(f"batch_size must be an integer from 1 to {_MAX_BATCH}")
+        return batch_size
+
     def rotate_namespace_key(self, namespace: str, *, dry_run: bool = False) -> int:
         """Make a new active namespace-key version; the old active one becomes ``rotating``.
 
@@ -202,7 +212,7 @@ class LifecycleMixin(StoreCore):
         marked ``retired``. Compromised versions are left to :meth:`reencrypt`.
         """
         ns = validate_namespace(namespace)
-        size = batch_size or self.batch_size
+        size = self._batch_size(batch_size)
         report = JobReport("rewrap-deks", ns, dry_run=dry_run)
         rows = self._keys(ns)
         active = [r for r in rows if r.status == ACTIVE]
@@ -287,7 +297,7 @@ class LifecycleMixin(StoreCore):
         Resumable: a checkpoint is committed with each batch.
         """
         ns = validate_namespace(namespace)
-        size = batch_size or self.batch_size
+        size = self._batch_size(batch_size)
         report = JobReport("reencrypt", ns, dry_run=dry_run)
         with self.backend.read() as tx:
             counts = tx.count_versions_by_key(ns)
@@ -391,6 +401,7 @@ class LifecycleMixin(StoreCore):
         Returns the new active version if one was made.
         """
         ns = validate_namespace(namespace)
+        check_count(version, "namespace-key version")
         rows = {r.version: r for r in self._keys(ns)}
         if version not in rows:
             raise ValueError(f"namespace {ns!r} has no key version {version}")
@@ -429,9 +440,10 @@ class LifecycleMixin(StoreCore):
     ) -> JobReport:
         """Delete retired (and compromised) key versions that nothing references,
         retired for longer than ``older_than``. A version still referenced is
-        refused and listed in ``details['refused']``.
+        refused and listed in ``details['refused']``. ``older_than`` is a timedelta or
+        seconds (finite, not negative); ValueError otherwise.
         """
-        seconds = older_than.total_seconds() if isinstance(older_than, _dt.timedelta) else float(older_than)
+        seconds = seconds_of(older_than, "older_than", allow_zero=True)
         report = JobReport("cleanup-retired-keys", namespace, dry_run=dry_run)
         cutoff = time.time() - seconds
         refused: list[dict[str, Any]] = []
@@ -618,6 +630,6 @@ def _reencrypt_checkpoint(state: str) -> tuple[tuple[str, int] | None, float] | 
         return None
     if name is None:
         return None, started
-    if type(name) is not str or type(version) is not int or not 0 <= version < 2**62:
+    if type(name) is not str or type(version) is not int or not 0 <= version <= MAX_COUNT:
         return None
     return (name, version), started

@@ -7,10 +7,6 @@ starting with a letter or digit and otherwise letters, digits, ``.``, ``_`` or
 Secret name: 1 to 255 characters; starts with a letter or digit, then letters,
 digits, ``.``, ``_``, ``-`` or ``/`` (``db/password``, ``OPENAI_API_KEY``).
 
-Text metadata (category, description, label keys and values, the audit actor and
-request context): strings of bounded length with no NUL character and no lone
-surrogate, so that every backend stores them alike.
-
 A bad value is a ``ValueError`` before anything is stored.
 """
 
@@ -26,7 +22,6 @@ __all__ = [
     "NAME_PATTERN",
     "validate_name",
     "validate_namespace",
-    "validate_text",
 ]
 
 MAX_NAMESPACE = 128
@@ -85,20 +80,3 @@ def validate_name(name: object) -> str:
             f"secret name {_shown(name)} is invalid: start with a letter or digit; then letters, digits, '.', '_', '-', '/'"
         )
     return name
-
-
-def validate_text(value: object, what: str, limit: int) -> str:
-    """Return ``value`` if it is a string of at most ``limit`` characters that every
-    backend can store (no NUL, valid UTF-8), else raise ValueError naming ``what``."""
-    if type(value) is not str:
-        raise ValueError(f"{what} must be a string, got {type(value).__name__}")
-    if len(value) > limit:
-        raise ValueError(f"{what} is longer than {limit} characters")
-    if "\x00" in value:
-        raise ValueError(f"{what} contains a NUL character")
-    if not value.isascii():
-        try:
-            value.encode("utf-8")
-        except UnicodeEncodeError:
-            raise ValueError(f"{what} contains a lone surrogate (not valid UTF-8)") from None
-    return value

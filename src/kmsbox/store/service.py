@@ -8,7 +8,6 @@ and are mixed in here.
 from __future__ import annotations
 
 import builtins
-import contextlib
 import datetime as _dt
 import threading
 import time
@@ -26,18 +25,19 @@ from kmsbox.errors import (
     SecretDisabled,
     SecretExpired,
     SecretNotFound,
-    StorageError,
 )
 from kmsbox.kek import KekProvider
 from kmsbox.keys import KeyCache, open_secret
+from kmsbox.limits import LONGEST_SPAN, check_count, check_text, seconds_of
 from kmsbox.storage.base import AuditFilter, MalformedRow, SecretRow, StorageBackend, Transaction
 from kmsbox.store.audit import AuditEvent, AuditLog, AuditVerification, Checkpoint
 from kmsbox.store.context import audit_context, current_namespace, namespace_block
+from kmsbox.store.core import drop_passed_expiry, failure_reason
 from kmsbox.store.diagnosis import DiagnosisMixin
 from kmsbox.store.importing import ImportMixin
 from kmsbox.store.keyring import AUDIT_NAMESPACE, NamespaceKeyring
 from kmsbox.store.models import GetResult, Page, Secret, SecretInfo, SecretVersionInfo
-from kmsbox.store.names import validate_name, validate_namespace, validate_text
+from kmsbox.store.names import validate_name, validate_namespace
 
 __all__ = ["DEFAULT_MAX_VALUE_SIZE", "NEVER", "SecretStore"]
 
@@ -49,10 +49,7 @@ _WRITE_RETRIES = 20
 _ACCESS_FLUSH_ENTRIES = 16384
 _ACCESS_FLUSH_SECONDS = 1.0
 _RECENT_NAMES = 16384
-_LONGEST_EXPIRY = 1000 * 365.25 * 86400.0
 _MAX_LABELS = 64
-#: The largest secret version (or audit cursor) a call may name: what a 64-bit column holds with room.
-MAX_VERSION = 2**62 - 1
 T = TypeVar("T")
 
 
@@ -63,6 +60,10 @@ class _Never:
 
     def __repr__(self) -> str:
         return "kmsbox.NEVER"
+
+    def __reduce__(self) -> str:
+        # Pickled or copied (multiprocessing, deepcopy), it stays the one NEVER.
+        return "NEVER"
 
 
 #: ``put(..., expires=NEVER)`` removes a secret's expiry (``None`` keeps what it has).
@@ -98,19 +99,12 @@ def _expiry_time(expires: Expiry, now: float) -> float | None:
         if expires.tzinfo is None:
             raise ValueError("expires must be timezone-aware (or a timedelta, or seconds from now)")
         at = expires.timestamp()
-        if not at - now < _LONGEST_EXPIRY:
-            raise ValueError("expires must be within 1000 years")
+        if not at - now <= LONGEST_SPAN:
+            raise ValueError("expires must be at most 1000 years ahead")
         return at
-    if isinstance(expires, _dt.timedelta):
-        seconds = expires.total_seconds()
-    elif isinstance(expires, (int, float)) and not isinstance(expires, bool):
-        seconds = float(expires)
-    else:
+    if not isinstance(expires, (_dt.timedelta, int, float)) or isinstance(expires, bool):
         raise ValueError("expires must be a datetime, a timedelta, seconds from now or kmsbox.NEVER")
-    # Positive and finite: an infinite or NaN time could never be compared or stored.
-    if not 0 < seconds < _LONGEST_EXPIRY:
-        raise ValueError("expires from now must be positive and within 1000 years")
-    return now + seconds
+    return now + seconds_of(expires, "expires from now", allow_zero=False)
 
 
 def _encode_value(value: str | bytes | bytearray | memoryview, limit: int) -> bytes:
@@ -154,21 +148,16 @@ def _check_labels(labels: Mapping[str, str] | None) -> dict[str, str]:
         raise ValueError(f"a secret has at most {_MAX_LABELS} labels")
     out: dict[str, str] = {}
     for key, value in labels.items():
-        validate_text(key, "a label key", 128)
+        check_text(key, "a label key", 128)
         if not key:
             raise ValueError("a label key is empty")
-        out[key] = validate_text(value, f"label {key!r}", 512)
+        out[key] = check_text(value, f"label {key!r}", 512)
     return out
 
 
 def _check_text(value: str | None, what: str, limit: int) -> str | None:
     # An empty string clears the field (stored as no value).
-    return None if value is None or value == "" else validate_text(value, what, limit)
-
-
-def _check_version(version: int | None) -> None:
-    if version is not None and (type(version) is not int or not 1 <= version <= MAX_VERSION):
-        raise ValueError(f"version must be an integer from 1 to {MAX_VERSION}")
+    return None if value is None or value == "" else check_text(value, what, limit)
 
 
 class _Failure(NamedTuple):
@@ -312,10 +301,11 @@ class SecretStore(DiagnosisMixin, ImportMixin):
             active, existing = tx.secret_for_write(ns, name)
             nk_version, nk = self.keyring.active_key(tx, ns, active)
             if existing is not None:
-                # Metadata not given keeps its previous value, but an expiry that has
-                # passed went with the old value: the new one starts without it.
-                if expires is not None or (existing.expires_at is not None and existing.expires_at <= now):
+                # Metadata not given keeps its previous value (but see drop_passed_expiry).
+                if expires is not None:
                     existing.expires_at = expires_at
+                else:
+                    drop_passed_expiry(existing, time.time())
                 if category is not None:
                     existing.category = clean_category
                 if description is not None:
@@ -329,32 +319,8 @@ class SecretStore(DiagnosisMixin, ImportMixin):
             self.keyring.ensure(ns)
             return self._write(op)
         except (KeyUnavailable, ProviderError, IntegrityError, ConflictError) as exc:
-            self._audit_put_failure(ns, name, who, req, exc)
+            self._audit_write_failure(ns, name, None, who, req, exc)
             raise
-
-    def _audit_put_failure(self, ns: str, name: str, who: str | None, req: dict[str, str], error: Exception) -> None:
-        """Record a put that failed (its own transaction rolled back with nothing written)."""
-
-        def op(tx: Transaction) -> None:
-            try:
-                action = "create" if tx.get_secret(ns, name) is None else "update"
-            except MalformedRow:
-                action = "update"
-            self.audit.append(
-                tx,
-                action=action,
-                result="failure",
-                namespace=ns,
-                name=name,
-                actor=who,
-                context=req,
-                detail={"reason": _reason(error)},
-            )
-
-        # The put has failed either way; if even its failure cannot be recorded (the
-        # store is down), the caller gets the put's own error, which says more.
-        with contextlib.suppress(StorageError, ConflictError):
-            self._write(op)
 
     def _set_status(
         self,
@@ -487,14 +453,7 @@ class SecretStore(DiagnosisMixin, ImportMixin):
         ``retention`` is a timedelta or seconds (finite, not negative); ValueError otherwise.
         A secret renewed by a concurrent put while the batch runs is left alone.
         """
-        if isinstance(retention, _dt.timedelta):
-            seconds = retention.total_seconds()
-        elif isinstance(retention, (int, float)) and not isinstance(retention, bool):
-            seconds = float(retention)
-        else:
-            raise ValueError("retention must be a timedelta or a number of seconds")
-        if not 0 <= seconds < _LONGEST_EXPIRY:
-            raise ValueError("retention must be a finite, non-negative time")
+        seconds = seconds_of(retention, "retention", allow_zero=True)
         who, req = self._who(actor, None)
         cutoff = time.time() - seconds
         total = 0
@@ -507,12 +466,7 @@ class SecretStore(DiagnosisMixin, ImportMixin):
                     # Read again under the row's lock: a put may have renewed it since
                     # the batch was listed (PostgreSQL lists without locking).
                     current = tx.get_secret(row.namespace, row.name, for_update=True)
-                    if (
-                        current is None
-                        or current.row_version != row.row_version
-                        or current.expires_at is None
-                        or current.expires_at >= cutoff
-                    ):
+                    if current is None or current.expires_at is None or current.expires_at >= cutoff:
                         continue
                     count = tx.delete_secret(row.namespace, row.name)
                     deleted += 1
@@ -520,12 +474,12 @@ class SecretStore(DiagnosisMixin, ImportMixin):
                         tx,
                         action="expire",
                         result="success",
-                        namespace=row.namespace,
-                        name=row.name,
-                        secret_version=row.version,
+                        namespace=current.namespace,
+                        name=current.name,
+                        secret_version=current.version,
                         actor=who,
                         context=req,
-                        detail={"versions": count, "expired_at": row.expires_at},
+                        detail={"versions": count, "expired_at": current.expires_at},
                     )
                 return len(rows), deleted
 
@@ -554,7 +508,8 @@ class SecretStore(DiagnosisMixin, ImportMixin):
         """
         ns = self._namespace(namespace)
         validate_name(name)
-        _check_version(version)
+        if version is not None:
+            check_count(version, "version")
         if self.audit_reads:
             who, req = self._who(actor, request)
             outcome = self._write(lambda tx: self._read(tx, ns, name, version, who, req, audited=True))
@@ -651,7 +606,7 @@ class SecretStore(DiagnosisMixin, ImportMixin):
             secret_version=failure.version,
             actor=who,
             context=req,
-            detail={"reason": _reason(error)},
+            detail={"reason": failure_reason(error)},
         )
 
     def try_get(
@@ -670,7 +625,7 @@ class SecretStore(DiagnosisMixin, ImportMixin):
         try:
             return GetResult(True, self.get(name, namespace=namespace, version=version, actor=actor, request=request))
         except (SecretNotFound, SecretExpired, SecretDisabled, KeyUnavailable, IntegrityError, ProviderError) as exc:
-            return GetResult(False, None, _reason(exc), str(exc))
+            return GetResult(False, None, failure_reason(exc), str(exc))
 
     def info(self, name: str, *, namespace: str | None = None) -> SecretInfo:
         """A secret's metadata (no value, not counted as a read). SecretNotFound if missing."""
@@ -698,8 +653,12 @@ class SecretStore(DiagnosisMixin, ImportMixin):
         ``next_cursor`` as ``cursor`` for the next page.
         """
         ns = self._namespace(namespace)
-        if not isinstance(limit, int) or not 1 <= limit <= 10_000:
-            raise ValueError("limit must be between 1 and 10000")
+        if type(limit) is not int or not 1 <= limit <= 10_000:
+            raise ValueError("limit must be an integer from 1 to 10000")
+        if category is not None:
+            check_text(category, "category", 128)
+        if cursor is not None:
+            validate_name(cursor)  # a cursor is the last name of the page before
         label_pair = _parse_label(label)
         self.flush_access()  # so counts include this process's buffered reads
         with self.backend.read() as tx:
@@ -804,24 +763,6 @@ class SecretStore(DiagnosisMixin, ImportMixin):
                 kek.close()
 
 
-def _reason(error: BaseException) -> str:
-    if isinstance(error, SecretNotFound):
-        return "not_found"
-    if isinstance(error, SecretExpired):
-        return "expired"
-    if isinstance(error, SecretDisabled):
-        return "disabled"
-    if isinstance(error, KeyUnavailable):
-        return "key_unavailable"
-    if isinstance(error, IntegrityError):
-        return "integrity"
-    if isinstance(error, ProviderError):
-        return "provider_error"
-    if isinstance(error, ConflictError):
-        return "conflict"
-    return type(error).__name__
-
-
 def _parse_label(label: tuple[str, str] | str | None) -> tuple[str, str] | None:
     if label is None:
         return None
@@ -829,10 +770,11 @@ def _parse_label(label: tuple[str, str] | str | None) -> tuple[str, str] | None:
         key, sep, value = label.partition("=")
         if not sep or not key:
             raise ValueError("label filter must look like key=value")
-        return key, value
-    if isinstance(label, tuple) and len(label) == 2 and all(isinstance(x, str) for x in label):
-        return label
-    raise ValueError("label filter must be (key, value) or 'key=value'")
+    elif isinstance(label, tuple) and len(label) == 2:
+        key, value = label
+    else:
+        raise ValueError("label filter must be (key, value) or 'key=value'")
+    return check_text(key, "a label filter key", 128), check_text(value, "a label filter value", 512)
 
 
 _ = Any
