@@ -195,3 +195,32 @@ def test_a_plugin_that_breaks_while_loading_commands_is_one_line(
     assert err.strip().splitlines() == [
         "kmsbox: error: internal error (RuntimeError); set KMSBOX_DEBUG=1 to see the traceback"
     ]
+
+
+def test_decode_errors_that_hold_a_value_or_a_file_never_ride_along(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A UnicodeDecodeError carries the bytes it choked on (a secret on stdin, an import
+    file): the error kmsbox raises in its place must not keep it as __context__."""
+    import io
+
+    from kmsbox.cli.files import FileProblem, read_text_file
+    from kmsbox.cli.secrets import _read_value
+    from kmsbox.errors import ConfigError
+    from kmsbox.store.config import load_settings
+
+    secret = b"hunter2-\xff-secret"
+    bad = tmp_path / "bad.env"
+    bad.write_bytes(secret)
+    with pytest.raises(FileProblem) as from_file:
+        read_text_file(bad)
+    (tmp_path / "kmsbox.toml").write_bytes(b'[store]\nurl = "postgresql://u:pw@h/db\xff"\n')
+    with pytest.raises(ConfigError) as from_config:
+        load_settings(config_file=tmp_path / "kmsbox.toml")
+    fake_stdin = io.TextIOWrapper(io.BytesIO(secret))
+    monkeypatch.setattr(sys, "stdin", fake_stdin)
+    with pytest.raises(ValueError) as from_stdin:
+        _read_value(binary=False, allow_empty=False)
+    for caught in (from_file, from_config, from_stdin):
+        assert caught.value.__context__ is None and caught.value.__cause__ is None
+        assert "hunter2" not in repr(caught.value.args) and "pw@" not in str(caught.value)
