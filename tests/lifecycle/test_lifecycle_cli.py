@@ -7,18 +7,15 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
-from click.testing import CliRunner, Result
+from cli_helpers import Invoke, invoker, json_of, ok, one_error_line
 from lifecycle_helpers import Keyring, fill, read_all, secret_blobs, table_rows, value_tail
 
-from kmsbox.cli import get_cli
 from kmsbox.cli.output import EXIT_CODES
 from kmsbox.providers.local import add_keyring_version, remove_keyring_version
 from kmsbox.store.service import SecretStore
 
-Invoke = Callable[..., Result]
 Opener = Callable[..., SecretStore]
 
 
@@ -29,12 +26,7 @@ def run(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, sqlite_url: str, keyrin
     monkeypatch.delenv("KMSBOX_CONFIG", raising=False)
     monkeypatch.setenv("KMSBOX_STORE", sqlite_url)
     monkeypatch.setenv("KMSBOX_KEK", keyring.uri)
-    runner = CliRunner()
-
-    def invoke(*args: str, input: str | None = None) -> Result:
-        return runner.invoke(get_cli(), list(args), input=input, catch_exceptions=False)
-
-    return invoke
+    return invoker()
 
 
 @pytest.fixture
@@ -47,25 +39,8 @@ def seeded(open_store: Opener) -> dict[tuple[str, str], str]:
     return expected
 
 
-def _ok(result: Result) -> Result:
-    assert result.exit_code == 0, (result.exit_code, result.stdout, result.stderr)
-    return result
-
-
-def _json(result: Result) -> Any:
-    return json.loads(_ok(result).stdout)
-
-
-def _one_error_line(result: Result, code: str) -> str:
-    assert result.exit_code == EXIT_CODES[code], (result.exit_code, result.stdout, result.stderr)
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("kmsbox: error: "), result.stderr
-    assert "Traceback" not in result.output
-    return lines[0]
-
-
 def test_status(run: Invoke, seeded: dict[tuple[str, str], str], keyring: Keyring) -> None:
-    data = _json(run("--json", "status"))
+    data = json_of(run("--json", "status"))
     assert [k["uri"] for k in data["keks"]] == [keyring.uri]
     assert data["keks"][0]["primary_version"] == "v1"
     app = data["namespaces"]["app"]
@@ -73,9 +48,9 @@ def test_status(run: Invoke, seeded: dict[tuple[str, str], str], keyring: Keyrin
     assert app["secret_versions_per_namespace_key"] == {"1": 12}
     assert app["secret_versions_per_kek_version"] == {f"{keyring.uri}#v1": 12}
     assert (app["pending"], data["jobs"]) == ([], [])
-    assert list(_json(run("--json", "status", "tenant-1"))["namespaces"]) == ["tenant-1"]
+    assert list(json_of(run("--json", "status", "tenant-1"))["namespaces"]) == ["tenant-1"]
 
-    text = _ok(run("status")).stdout
+    text = ok(run("status")).stdout
     assert "namespace keys" in text and "no pending work" in text
     assert not any(value in text for value in seeded.values())
 
@@ -84,18 +59,18 @@ def test_rotate_and_rewrap_deks(
     run: Invoke, seeded: dict[tuple[str, str], str], open_store: Opener, db_path: Path
 ) -> None:
     before = secret_blobs(db_path)
-    dry = _json(run("--json", "rotate", "app", "--dry-run"))
+    dry = json_of(run("--json", "rotate", "app", "--dry-run"))
     assert (dry["new_version"], dry["dry_run"], dry["rewrap"]["remaining"]) == (2, True, 0)
     assert secret_blobs(db_path) == before
 
-    rotated = _json(run("--json", "rotate", "app", "--no-rewrap"))
+    rotated = json_of(run("--json", "rotate", "app", "--no-rewrap"))
     assert (rotated["namespace"], rotated["new_version"], rotated["rewrap"]) == ("app", 2, None)
-    assert _json(run("--json", "status", "app"))["namespaces"]["app"]["pending"] == [
+    assert json_of(run("--json", "status", "app"))["namespaces"]["app"]["pending"] == [
         "v1: 12 secret versions still under a rotating key (rewrap-deks)"
     ]
-    dry = _json(run("--json", "rewrap-deks", "app", "--dry-run"))
+    dry = json_of(run("--json", "rewrap-deks", "app", "--dry-run"))
     assert (dry["dry_run"], dry["remaining"], dry["processed"]) == (True, 12, 0)
-    report = _json(run("--json", "rewrap-deks", "app"))
+    report = json_of(run("--json", "rewrap-deks", "app"))
     assert (report["job"], report["processed"], report["remaining"], report["details"]) == (
         "rewrap-deks",
         12,
@@ -105,7 +80,7 @@ def test_rotate_and_rewrap_deks(
     after = secret_blobs(db_path)
     assert all(value_tail(after[k][0]) == value_tail(b) for k, (b, _) in before.items())
 
-    text = _ok(run("rotate", "tenant-1")).stdout
+    text = ok(run("rotate", "tenant-1")).stdout
     assert "rotated tenant-1 to key version 2" in text and "rewrap-deks tenant-1: processed 3" in text
     read_all(open_store(), seeded)
 
@@ -115,11 +90,11 @@ def test_rewrap_namespace_keys_after_a_kek_rotation(
 ) -> None:
     before = secret_blobs(db_path)
     add_keyring_version(keyring.path)
-    dry = _json(run("--json", "rewrap-namespace-keys", "--dry-run"))
+    dry = json_of(run("--json", "rewrap-namespace-keys", "--dry-run"))
     assert (dry["dry_run"], dry["remaining"]) == (True, 3)
-    one = _json(run("--json", "rewrap-namespace-keys", "--namespace", "app"))
+    one = json_of(run("--json", "rewrap-namespace-keys", "--namespace", "app"))
     assert (one["processed"], one["kek_calls"]) == (1, 1)
-    rest = _json(run("--json", "rewrap-namespace-keys"))
+    rest = json_of(run("--json", "rewrap-namespace-keys"))
     assert (rest["processed"], rest["skipped"], rest["remaining"]) == (2, 1, 0)
     assert secret_blobs(db_path) == before
     remove_keyring_version(keyring.path, "v1")
@@ -133,38 +108,38 @@ def test_compromise_then_reencrypt(
     assert refused.exit_code == EXIT_CODES["usage"]
     assert refused.stderr.strip().splitlines()[-1] == "Error: marking a key compromised cannot be undone: pass --yes"
     assert "Traceback" not in refused.output
-    marked = _json(run("--json", "compromise", "app", "1", "--yes"))
+    marked = json_of(run("--json", "compromise", "app", "1", "--yes"))
     assert marked == {"namespace": "app", "compromised": 1, "new_active_version": 2}
     assert run("diagnose", "app").exit_code == 6  # secrets under a compromised key are critical
-    dry = _json(run("--json", "reencrypt", "app", "--dry-run"))
+    dry = json_of(run("--json", "reencrypt", "app", "--dry-run"))
     assert (dry["dry_run"], dry["remaining"]) == (True, 12)
     before = secret_blobs(db_path)
-    report = _json(run("--json", "reencrypt", "app"))
+    report = json_of(run("--json", "reencrypt", "app"))
     assert (report["processed"], report["remaining"]) == (12, 0)
     after = secret_blobs(db_path)
     assert all(value_tail(after[k][0]) != value_tail(b) for k, (b, _) in before.items() if k[0] == "app")
     read_all(open_store(), seeded)
 
-    text = _ok(run("compromise", "tenant-1", "1", "--yes", "--no-rotate")).stdout
+    text = ok(run("compromise", "tenant-1", "1", "--yes", "--no-rotate")).stdout
     assert "marked tenant-1 v1 compromised; now run: kmsbox reencrypt tenant-1" in text
-    assert _one_error_line(run("reencrypt", "tenant-1"), "key_unavailable").endswith(
+    assert one_error_line(run("reencrypt", "tenant-1"), "key_unavailable").endswith(
         "has no active key: rotate one in first"
     )
 
 
 def test_cleanup_keys(run: Invoke, seeded: dict[tuple[str, str], str]) -> None:
-    _ok(run("rotate", "app"))
-    _ok(run("compromise", "tenant-1", "1", "--yes"))
-    assert _json(run("--json", "cleanup-keys", "--older-than", "1h"))["details"] == {"deleted": [], "refused": []}
-    dry = _json(run("--json", "cleanup-keys", "--dry-run"))
+    ok(run("rotate", "app"))
+    ok(run("compromise", "tenant-1", "1", "--yes"))
+    assert json_of(run("--json", "cleanup-keys", "--older-than", "1h"))["details"] == {"deleted": [], "refused": []}
+    dry = json_of(run("--json", "cleanup-keys", "--dry-run"))
     assert dry["details"]["deleted"] == [{"namespace": "app", "version": 1}]
-    report = _json(run("--json", "cleanup-keys"))
+    report = json_of(run("--json", "cleanup-keys"))
     assert report["details"] == {
         "deleted": [{"namespace": "app", "version": 1}],
         "refused": [{"namespace": "tenant-1", "version": 1, "references": 3}],
     }
-    assert _json(run("--json", "cleanup-keys", "--namespace", "app"))["details"] == {"deleted": [], "refused": []}
-    _one_error_line(run("cleanup-keys", "--older-than", "soon"), "usage")
+    assert json_of(run("--json", "cleanup-keys", "--namespace", "app"))["details"] == {"deleted": [], "refused": []}
+    one_error_line(run("cleanup-keys", "--older-than", "soon"), "usage")
 
 
 def test_kek_migrate(
@@ -176,17 +151,17 @@ def test_kek_migrate(
     open_store: Opener,
 ) -> None:
     before = secret_blobs(db_path)
-    dry = _json(run("--json", "kek", "migrate", "--to", second_keyring.uri, "--dry-run"))
+    dry = json_of(run("--json", "kek", "migrate", "--to", second_keyring.uri, "--dry-run"))
     assert (dry["dry_run"], dry["remaining"], dry["processed"]) == (True, 3, 0)
-    report = _json(run("--json", "kek", "migrate", "--to", second_keyring.uri))
+    report = json_of(run("--json", "kek", "migrate", "--to", second_keyring.uri))
     assert (report["processed"], report["details"]["to"]) == (3, second_keyring.uri)
-    text = _ok(run("kek", "migrate", "--to", second_keyring.uri, "--drop-old")).stdout
+    text = ok(run("kek", "migrate", "--to", second_keyring.uri, "--drop-old")).stdout
     assert "dropped_wraps: 3" in text and f"next: open the store with --kek {second_keyring.uri}" in text
     assert secret_blobs(db_path) == before
     read_all(open_store(kek=second_keyring.uri), seeded)
-    line = _one_error_line(run("status"), "config")  # the old KEK alone opens nothing now
+    line = one_error_line(run("status"), "config")  # the old KEK alone opens nothing now
     assert "cannot be opened with the configured KEK" in line
-    assert _json(run("--kek", second_keyring.uri, "--json", "status"))["keks"][0]["uri"] == second_keyring.uri
+    assert json_of(run("--kek", second_keyring.uri, "--json", "status"))["keks"][0]["uri"] == second_keyring.uri
 
 
 def test_diagnose_and_repair(
@@ -197,10 +172,10 @@ def test_diagnose_and_repair(
     db_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    healthy = _json(run("--json", "diagnose"))
+    healthy = json_of(run("--json", "diagnose"))
     assert (healthy["ok"], healthy["issues"], healthy["secret_versions_checked"]) == (True, [], 15)
-    assert "no issues" in _ok(run("diagnose")).stdout
-    assert _json(run("--json", "diagnose", "--keys-only"))["secret_versions_checked"] == 0
+    assert "no issues" in ok(run("diagnose")).stdout
+    assert json_of(run("--json", "diagnose", "--keys-only"))["secret_versions_checked"] == 0
 
     # Lose the KEK version under tenant-1's key: a KEK rewrap stopped before tenant-1, then v1 removed.
     add_keyring_version(keyring.path)
@@ -230,21 +205,21 @@ def test_diagnose_and_repair(
     assert run("diagnose").exit_code == 6
 
     before = table_rows(db_path, skip=("kmsbox_audit_events", "kmsbox_audit_head"))
-    dry = _json(run("--json", "repair"))
+    dry = json_of(run("--json", "repair"))
     assert dry["dry_run"] and dry["done"] == [] and len(dry["needs_confirmation"]) == 4
-    assert _json(run("--json", "repair", "--confirm-delete"))["dry_run"] is True  # still needs --apply
+    assert json_of(run("--json", "repair", "--confirm-delete"))["dry_run"] is True  # still needs --apply
     assert table_rows(db_path, skip=("kmsbox_audit_events", "kmsbox_audit_head")) == before
-    text = _ok(run("repair")).stdout
+    text = ok(run("repair")).stdout
     assert "needs --apply --confirm-delete: delete unrecoverable secret tenant-1/s00000 v1" in text
 
-    applied = _json(run("--json", "repair", "--apply"))
+    applied = json_of(run("--json", "repair", "--apply"))
     assert not applied["dry_run"] and len(applied["needs_confirmation"]) == 4
     assert len(secret_blobs(db_path)) == 15
-    deleted = _json(run("--json", "repair", "--apply", "--confirm-delete"))
+    deleted = json_of(run("--json", "repair", "--apply", "--confirm-delete"))
     assert deleted["needs_confirmation"] == [] and deleted["remaining"] == []
     assert "deleted namespace key tenant-1 v1" in deleted["done"]
     assert {k[0] for k in secret_blobs(db_path)} == {"app"}
-    assert _json(run("--json", "diagnose"))["ok"]
+    assert json_of(run("--json", "diagnose"))["ok"]
     read_all(open_store(), {k: v for k, v in seeded.items() if k[0] == "app"})
     store = open_store()
     actions = [e.action for e in store.audit.iter_events()]
@@ -259,14 +234,14 @@ def test_import_from_files_and_stdin(run: Invoke, tmp_path: Path, open_store: Op
     json_file = tmp_path / "more.json"
     json_file.write_text('{"json_secret": "from-json", "DB_PASSWORD": "ignored"}', encoding="utf-8")
 
-    report = _json(run("--json", "import", "app", str(env_file), "--category", "imported"))
+    report = json_of(run("--json", "import", "app", str(env_file), "--category", "imported"))
     assert (report["job"], report["processed"], report["skipped"]) == ("import", 2, 0)
-    report = _json(run("--json", "import", "app", str(json_file)))
+    report = json_of(run("--json", "import", "app", str(json_file)))
     assert (report["processed"], report["skipped"]) == (1, 1)
-    text = _ok(run("import", "app", "-", input="FROM_STDIN=stdin-value\nDB_PASSWORD=new\n")).stdout
+    text = ok(run("import", "app", "-", input="FROM_STDIN=stdin-value\nDB_PASSWORD=new\n")).stdout
     assert "import app: processed 1, skipped 1" in text
     assert "stdin-value" not in text and "pa ss#word" not in text
-    report = _json(
+    report = json_of(
         run(
             "--json",
             "import",
@@ -307,6 +282,6 @@ def test_import_from_files_and_stdin(run: Invoke, tmp_path: Path, open_store: Op
 def test_bad_input_is_one_error_line_without_a_traceback(
     run: Invoke, seeded: dict[tuple[str, str], str], args: list[str], stdin: str | None, code: str, fragment: str
 ) -> None:
-    line = _one_error_line(run(*args, input=stdin), code)
+    line = one_error_line(run(*args, input=stdin), code)
     assert fragment in line
     assert "s3cret" not in line

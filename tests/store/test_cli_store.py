@@ -10,12 +10,12 @@ import shutil
 import sqlite3
 import subprocess
 import sys
-from collections.abc import Callable
 from contextlib import closing
 from pathlib import Path
 from typing import Any
 
 import pytest
+from cli_helpers import Invoke, invoker, json_of, ok
 from click.testing import CliRunner, Result
 
 import kmsbox
@@ -23,7 +23,6 @@ from kmsbox.cli import get_cli
 from kmsbox.cli.output import EXIT_CODES
 from kmsbox.testing.tamper import read_blob, write_blob
 
-Invoke = Callable[..., Result]
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "cli.md"
 
 
@@ -40,21 +39,7 @@ def cli_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, kek_uri: str, sqlit
 @pytest.fixture
 def run(cli_env: str) -> Invoke:
     """Invoke ``kmsbox ARGS`` with optional stdin; returns click's Result."""
-    runner = CliRunner()
-
-    def invoke(*args: str, input: str | bytes | None = None) -> Result:
-        return runner.invoke(get_cli(), list(args), input=input, catch_exceptions=False)
-
-    return invoke
-
-
-def _ok(result: Result) -> Result:
-    assert result.exit_code == 0, (result.exit_code, result.stdout, result.stderr)
-    return result
-
-
-def _json(result: Result) -> Any:
-    return json.loads(_ok(result).stdout)
+    return invoker()
 
 
 def _one_error_line(result: Result, code: str) -> str:
@@ -72,14 +57,14 @@ def _one_error_line(result: Result, code: str) -> str:
 
 
 def test_put_reads_the_value_from_stdin_and_get_prints_it(run: Invoke) -> None:
-    out = _ok(run("put", "app:production", "db/password", input="correct horse\n")).stdout
+    out = ok(run("put", "app:production", "db/password", input="correct horse\n")).stdout
     assert out.strip() == "stored app:production/db/password version 1"
     assert "correct horse" not in out
-    assert _ok(run("get", "app:production", "db/password")).stdout == "correct horse\n"
-    info = _json(run("--json", "put", "app:production", "db/password", input="second"))
+    assert ok(run("get", "app:production", "db/password")).stdout == "correct horse\n"
+    info = json_of(run("--json", "put", "app:production", "db/password", input="second"))
     assert (info["version"], info["namespace"], info["name"]) == (2, "app:production", "db/password")
     assert "value" not in info
-    got = _json(run("--json", "get", "app:production", "db/password", "--version", "1"))
+    got = json_of(run("--json", "get", "app:production", "db/password", "--version", "1"))
     assert (got["value"], got["encoding"], got["version"]) == ("correct horse", "utf-8", 1)
 
 
@@ -90,12 +75,12 @@ def test_value_is_never_taken_from_the_command_line(run: Invoke) -> None:
 
 
 def test_put_keeps_all_but_one_trailing_newline_and_binary_is_exact(run: Invoke) -> None:
-    _ok(run("put", "ns", "multi", input="line 1\nline 2\n\n"))
-    assert _json(run("--json", "get", "ns", "multi"))["value"] == "line 1\nline 2\n"
+    ok(run("put", "ns", "multi", input="line 1\nline 2\n\n"))
+    assert json_of(run("--json", "get", "ns", "multi"))["value"] == "line 1\nline 2\n"
     blob = bytes(range(256)) + b"\n"
-    _ok(run("put", "ns", "blob", "--binary", input=blob))
-    assert _ok(run("get", "ns", "blob")).stdout_bytes == blob
-    got = _json(run("--json", "get", "ns", "blob"))
+    ok(run("put", "ns", "blob", "--binary", input=blob))
+    assert ok(run("get", "ns", "blob")).stdout_bytes == blob
+    got = json_of(run("--json", "get", "ns", "blob"))
     assert (got["encoding"], bytes.fromhex(got["value"])) == ("hex", blob)
     _one_error_line(run("put", "ns", "latin", input=b"\xff\xfe not utf-8"), "usage")
 
@@ -118,14 +103,14 @@ def test_put_prompts_with_hidden_input_on_a_terminal(run: Invoke, monkeypatch: p
             return sys.stdout
 
     monkeypatch.setattr(secrets_cli, "sys", SysWithTerminal())
-    result = _ok(run("put", "ns", "typed", input="pa55word\npa55word\n"))
+    result = ok(run("put", "ns", "typed", input="pa55word\npa55word\n"))
     assert "pa55word" not in result.output
     assert "Value" in result.output
-    assert _ok(run("get", "ns", "typed")).stdout == "pa55word\n"
+    assert ok(run("get", "ns", "typed")).stdout == "pa55word\n"
 
 
 def test_put_with_metadata_then_list_and_history(run: Invoke) -> None:
-    _ok(
+    ok(
         run(
             "put",
             "ns",
@@ -143,9 +128,9 @@ def test_put_with_metadata_then_list_and_history(run: Invoke) -> None:
             input="v",
         )
     )
-    _ok(run("put", "ns", "api", "--category", "api", input="v"))
-    _ok(run("put", "ns", "db", input="v2"))
-    listed = _json(run("--json", "list", "ns"))
+    ok(run("put", "ns", "api", "--category", "api", input="v"))
+    ok(run("put", "ns", "db", input="v2"))
+    listed = json_of(run("--json", "list", "ns"))
     assert [i["name"] for i in listed["items"]] == ["api", "db"]
     assert listed["next_cursor"] is None
     db = listed["items"][1]
@@ -157,46 +142,46 @@ def test_put_with_metadata_then_list_and_history(run: Invoke) -> None:
     )
     assert db["expires_at"] > _dt.datetime.now(_dt.UTC).timestamp() + 29 * 86400
     assert "value" not in json.dumps(listed)
-    assert [i["name"] for i in _json(run("--json", "list", "ns", "--category", "api"))["items"]] == ["api"]
-    assert [i["name"] for i in _json(run("--json", "list", "ns", "--label", "team=pay"))["items"]] == ["db"]
-    table = _ok(run("list", "ns")).stdout
+    assert [i["name"] for i in json_of(run("--json", "list", "ns", "--category", "api"))["items"]] == ["api"]
+    assert [i["name"] for i in json_of(run("--json", "list", "ns", "--label", "team=pay"))["items"]] == ["db"]
+    table = ok(run("list", "ns")).stdout
     assert "db" in table and "api" in table and "team" in table
-    history = _json(run("--json", "history", "ns", "db"))
+    history = json_of(run("--json", "history", "ns", "db"))
     assert [(h["version"], h["current"]) for h in history] == [(1, False), (2, True)]
-    assert "version" in _ok(run("history", "ns", "db")).stdout
+    assert "version" in ok(run("history", "ns", "db")).stdout
 
 
 def test_list_pages_with_a_cursor_and_all(run: Invoke, cli_env: str, kek_uri: str) -> None:
     with kmsbox.open_store(cli_env, kek=kek_uri) as store:
         for i in range(7):
             store.put(f"k{i}", "v", namespace="ns")
-    first = _json(run("--json", "list", "ns", "--limit", "3"))
+    first = json_of(run("--json", "list", "ns", "--limit", "3"))
     assert [i["name"] for i in first["items"]] == ["k0", "k1", "k2"]
-    second = _json(run("--json", "list", "ns", "--limit", "3", "--cursor", first["next_cursor"]))
+    second = json_of(run("--json", "list", "ns", "--limit", "3", "--cursor", first["next_cursor"]))
     assert [i["name"] for i in second["items"]] == ["k3", "k4", "k5"]
-    assert f"--cursor {second['next_cursor']}" in _ok(run("list", "ns", "--limit", "3")).stdout.replace(
+    assert f"--cursor {second['next_cursor']}" in ok(run("list", "ns", "--limit", "3")).stdout.replace(
         first["next_cursor"], second["next_cursor"]
     )
-    everything = _json(run("--json", "list", "ns", "--all"))
+    everything = json_of(run("--json", "list", "ns", "--all"))
     assert [i["name"] for i in everything["items"]] == [f"k{i}" for i in range(7)]
     _one_error_line(run("list", "ns", "--limit", "0"), "usage")
 
 
 def test_disable_enable_delete_and_their_exit_codes(run: Invoke) -> None:
-    _ok(run("put", "ns", "s", input="v1"))
-    _ok(run("put", "ns", "s", input="v2"))
-    assert _ok(run("disable", "ns", "s")).stdout.strip() == "disabled ns/s"
+    ok(run("put", "ns", "s", input="v1"))
+    ok(run("put", "ns", "s", input="v2"))
+    assert ok(run("disable", "ns", "s")).stdout.strip() == "disabled ns/s"
     _one_error_line(run("get", "ns", "s"), "denied")
-    assert _json(run("--json", "enable", "ns", "s")) == {"namespace": "ns", "name": "s", "status": "active"}
-    assert _ok(run("get", "ns", "s")).stdout == "v2\n"
-    assert _json(run("--json", "delete", "ns", "s")) == {"namespace": "ns", "name": "s", "deleted_versions": 2}
+    assert json_of(run("--json", "enable", "ns", "s")) == {"namespace": "ns", "name": "s", "status": "active"}
+    assert ok(run("get", "ns", "s")).stdout == "v2\n"
+    assert json_of(run("--json", "delete", "ns", "s")) == {"namespace": "ns", "name": "s", "deleted_versions": 2}
     message = _one_error_line(run("get", "ns", "s"), "not_found")
     assert "'s'" in message and "ns" in message
     _one_error_line(run("delete", "ns", "s"), "not_found")
     _one_error_line(run("disable", "ns", "missing"), "not_found")
     _one_error_line(run("history", "ns", "missing"), "not_found")
-    _ok(run("put", "ns", "t", input="v"))
-    assert "deleted ns/t (1 versions)" in _ok(run("delete", "ns", "t")).stdout
+    ok(run("put", "ns", "t", input="v"))
+    assert "deleted ns/t (1 versions)" in ok(run("delete", "ns", "t")).stdout
 
 
 def test_cleanup_removes_expired_secrets(run: Invoke, cli_env: str, kek_uri: str) -> None:
@@ -205,10 +190,10 @@ def test_cleanup_removes_expired_secrets(run: Invoke, cli_env: str, kek_uri: str
         store.put("old", "v", namespace="ns", expires=past)
         store.put("live", "v", namespace="ns")
     _one_error_line(run("get", "ns", "old"), "denied")
-    assert _json(run("--json", "cleanup", "--retention", "3h")) == {"deleted": 0}
-    assert _json(run("--json", "cleanup", "--retention", "1h")) == {"deleted": 1}
-    assert _ok(run("cleanup")).stdout.strip() == "deleted 0 expired secrets"
-    assert [i["name"] for i in _json(run("--json", "list", "ns"))["items"]] == ["live"]
+    assert json_of(run("--json", "cleanup", "--retention", "3h")) == {"deleted": 0}
+    assert json_of(run("--json", "cleanup", "--retention", "1h")) == {"deleted": 1}
+    assert ok(run("cleanup")).stdout.strip() == "deleted 0 expired secrets"
+    assert [i["name"] for i in json_of(run("--json", "list", "ns"))["items"]] == ["live"]
     _one_error_line(run("cleanup", "--retention", "soon"), "usage")
 
 
@@ -216,11 +201,11 @@ def test_cleanup_removes_expired_secrets(run: Invoke, cli_env: str, kek_uri: str
 
 
 def test_audit_list_filters_pages_and_never_shows_values(run: Invoke) -> None:
-    _ok(run("put", "ns", "a", input="value-aaaa-1234"))
-    _ok(run("put", "other", "b", input="value-bbbb-5678"))
-    _ok(run("get", "ns", "a"))
+    ok(run("put", "ns", "a", input="value-aaaa-1234"))
+    ok(run("put", "other", "b", input="value-bbbb-5678"))
+    ok(run("get", "ns", "a"))
     run("get", "ns", "missing")
-    everything = _json(run("--json", "audit", "list"))
+    everything = json_of(run("--json", "audit", "list"))
     assert [(e["namespace"], e["name"], e["action"], e["result"]) for e in everything["events"]] == [
         ("ns", "a", "create", "success"),
         ("other", "b", "create", "success"),
@@ -228,18 +213,18 @@ def test_audit_list_filters_pages_and_never_shows_values(run: Invoke) -> None:
         ("ns", "missing", "read", "failure"),
     ]
     assert "value-aaaa" not in json.dumps(everything) and "value-bbbb" not in json.dumps(everything)
-    assert len(_json(run("--json", "audit", "list", "--namespace", "ns"))["events"]) == 3
-    assert len(_json(run("--json", "audit", "list", "--namespace", "ns", "--name", "a"))["events"]) == 2
-    assert len(_json(run("--json", "audit", "list", "--action", "create"))["events"]) == 2
-    assert len(_json(run("--json", "audit", "list", "--result", "failure"))["events"]) == 1
+    assert len(json_of(run("--json", "audit", "list", "--namespace", "ns"))["events"]) == 3
+    assert len(json_of(run("--json", "audit", "list", "--namespace", "ns", "--name", "a"))["events"]) == 2
+    assert len(json_of(run("--json", "audit", "list", "--action", "create"))["events"]) == 2
+    assert len(json_of(run("--json", "audit", "list", "--result", "failure"))["events"]) == 1
     future = (_dt.datetime.now(_dt.UTC) + _dt.timedelta(hours=1)).isoformat()
-    assert _json(run("--json", "audit", "list", "--since", future))["events"] == []
-    assert len(_json(run("--json", "audit", "list", "--until", future))["events"]) == 4
-    page = _json(run("--json", "audit", "list", "--limit", "3"))
+    assert json_of(run("--json", "audit", "list", "--since", future))["events"] == []
+    assert len(json_of(run("--json", "audit", "list", "--until", future))["events"]) == 4
+    page = json_of(run("--json", "audit", "list", "--limit", "3"))
     assert len(page["events"]) == 3
-    rest = _json(run("--json", "audit", "list", "--limit", "3", "--cursor", str(page["next_cursor"])))
+    rest = json_of(run("--json", "audit", "list", "--limit", "3", "--cursor", str(page["next_cursor"])))
     assert [e["seq"] for e in rest["events"]] == [4]
-    text = _ok(run("audit", "list")).stdout
+    text = ok(run("audit", "list")).stdout
     assert "create" in text and "value-aaaa" not in text
     _one_error_line(run("audit", "list", "--since", "yesterday"), "usage")
     _one_error_line(run("audit", "list", "--action", "explode"), "usage")
@@ -247,15 +232,15 @@ def test_audit_list_filters_pages_and_never_shows_values(run: Invoke) -> None:
 
 def test_audit_verify_and_checkpoint_find_tampering(run: Invoke, tmp_path: Path, db_path: Path) -> None:
     for i in range(4):
-        _ok(run("put", "ns", f"s{i}", input="v"))
-    assert "audit chain intact: 4 events" in _ok(run("audit", "verify")).stdout
-    assert _json(run("--json", "audit", "verify"))["ok"] is True
+        ok(run("put", "ns", f"s{i}", input="v"))
+    assert "audit chain intact: 4 events" in ok(run("audit", "verify")).stdout
+    assert json_of(run("--json", "audit", "verify"))["ok"] is True
     checkpoint_file = tmp_path / "checkpoint.json"
-    assert "written to" in _ok(run("audit", "checkpoint", "--output", str(checkpoint_file))).stdout
-    printed = json.loads(_ok(run("audit", "checkpoint")).stdout)
+    assert "written to" in ok(run("audit", "checkpoint", "--output", str(checkpoint_file))).stdout
+    printed = json.loads(ok(run("audit", "checkpoint")).stdout)
     assert printed == json.loads(checkpoint_file.read_text())
     assert printed["seq"] == 4
-    assert _ok(run("audit", "verify", "--checkpoint", str(checkpoint_file))).exit_code == 0
+    assert ok(run("audit", "verify", "--checkpoint", str(checkpoint_file))).exit_code == 0
 
     # Cut the last event: the checkpoint notices.
     with closing(sqlite3.connect(db_path, isolation_level=None)) as conn:
@@ -279,10 +264,10 @@ def test_audit_verify_and_checkpoint_find_tampering(run: Invoke, tmp_path: Path,
 
 
 def test_no_read_audit_skips_successful_reads(run: Invoke) -> None:
-    _ok(run("put", "ns", "s", input="v"))
-    _ok(run("--no-read-audit", "get", "ns", "s"))
-    assert _json(run("--json", "audit", "list", "--action", "read"))["events"] == []
-    info = _json(run("--json", "list", "ns"))["items"][0]
+    ok(run("put", "ns", "s", input="v"))
+    ok(run("--no-read-audit", "get", "ns", "s"))
+    assert json_of(run("--json", "audit", "list", "--action", "read"))["events"] == []
+    info = json_of(run("--json", "list", "ns"))["items"][0]
     assert info["access_count"] == 1  # buffered, then flushed when the store closed
 
 
@@ -296,13 +281,13 @@ def test_store_and_kek_options_and_config_file(monkeypatch: pytest.MonkeyPatch, 
     runner = CliRunner()
     cli = get_cli()
     flags = ["--store", "sqlite:///flags.db", "--kek", kek_uri]
-    _ok(runner.invoke(cli, [*flags, "put", "ns", "s"], input="by-flags"))
-    assert _ok(runner.invoke(cli, [*flags, "get", "ns", "s"])).stdout == "by-flags\n"
+    ok(runner.invoke(cli, [*flags, "put", "ns", "s"], input="by-flags"))
+    assert ok(runner.invoke(cli, [*flags, "get", "ns", "s"])).stdout == "by-flags\n"
     config = tmp_path / "custom.toml"
     config.write_text(f'[store]\nurl = "sqlite:///flags.db"\nkek = "{kek_uri}"\n', encoding="utf-8")
-    assert _ok(runner.invoke(cli, ["--config", str(config), "get", "ns", "s"])).stdout == "by-flags\n"
+    assert ok(runner.invoke(cli, ["--config", str(config), "get", "ns", "s"])).stdout == "by-flags\n"
     (tmp_path / "kmsbox.toml").write_text(config.read_text(), encoding="utf-8")
-    assert _ok(runner.invoke(cli, ["get", "ns", "s"])).stdout == "by-flags\n"
+    assert ok(runner.invoke(cli, ["get", "ns", "s"])).stdout == "by-flags\n"
 
 
 def test_configuration_errors_are_one_line_with_exit_code_7(
@@ -336,22 +321,22 @@ def test_bad_names_and_options_are_usage_errors(run: Invoke) -> None:
     _one_error_line(run("get", "ns", "s", "--version", "abc"), "usage")
     _one_error_line(run("no-such-command"), "usage")
     _one_error_line(run("get", "ns"), "usage")
-    assert _json(run("--json", "list", "ns")) == {"items": [], "next_cursor": None}
+    assert json_of(run("--json", "list", "ns")) == {"items": [], "next_cursor": None}
 
 
 def test_oversized_value_is_a_usage_error(run: Invoke) -> None:
     _one_error_line(run("put", "ns", "big", "--binary", input=b"x" * (1024 * 1024 + 1)), "usage")
-    assert _json(run("--json", "list", "ns"))["items"] == []
+    assert json_of(run("--json", "list", "ns"))["items"] == []
 
 
 def test_corrupted_and_unreadable_secrets_have_their_exit_codes(
     run: Invoke, db_path: Path, cli_env: str, kek_uri: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    _ok(run("put", "ns", "s", input="v"))
+    ok(run("put", "ns", "s", input="v"))
     blob = read_blob(db_path, "ns", "s", 1)
     write_blob(db_path, "ns", "s", 1, blob[:-1] + bytes([blob[-1] ^ 1]))
     _one_error_line(run("get", "ns", "s"), "integrity")
-    failures = _json(run("--json", "audit", "list", "--result", "failure"))["events"]
+    failures = json_of(run("--json", "audit", "list", "--result", "failure"))["events"]
     assert [(e["name"], e["detail"]["reason"]) for e in failures] == [("s", "integrity")]
 
     # A namespace key wrapped by the primary only, read with the escrow KEK alone: key unavailable.
@@ -380,9 +365,9 @@ def test_exit_codes_are_documented(run: Invoke) -> None:
 
 def test_every_secret_and_audit_command_has_help(run: Invoke) -> None:
     for command in ("put", "get", "list", "history", "delete", "disable", "enable", "cleanup", "demo"):
-        assert _ok(run(command, "--help")).stdout.startswith("Usage:")
+        assert ok(run(command, "--help")).stdout.startswith("Usage:")
     for command in ("list", "verify", "checkpoint"):
-        assert _ok(run("audit", command, "--help")).stdout.startswith("Usage:")
+        assert ok(run("audit", command, "--help")).stdout.startswith("Usage:")
 
 
 # --- the real console script -------------------------------------------------------------------

@@ -488,29 +488,31 @@ def test_kek_list_in_the_environment_gives_escrow_copies(
             assert store.get("k", namespace="n").value == "v"
 
 
-def test_namespace_key_without_a_wrap_for_the_configured_kek_is_key_unavailable(
-    monkeypatch: pytest.MonkeyPatch, kek_uri: str, sqlite_url: str
-) -> None:
+@pytest.fixture
+def escrow_only(monkeypatch: pytest.MonkeyPatch, kek_uri: str, sqlite_url: str) -> str:
+    """A store whose audit key both KEKs wrap, with secret ``k`` in ``only-primary``,
+    a namespace wrapped by the primary alone; returns the escrow KEK's URI."""
     monkeypatch.setenv("KMSBOX_ESCROW_KEY", os.urandom(32).hex())
     with kmsbox.open_store(sqlite_url, kek=[kek_uri, "env://KMSBOX_ESCROW_KEY"]):
-        pass  # both KEKs wrap the audit key
+        pass
     with kmsbox.open_store(sqlite_url, kek=kek_uri) as store:
-        store.put("k", "v", namespace="only-primary")  # wrapped by the primary alone
-    with kmsbox.open_store(sqlite_url, kek="env://KMSBOX_ESCROW_KEY") as store:
+        store.put("k", "v", namespace="only-primary")
+    return "env://KMSBOX_ESCROW_KEY"
+
+
+def test_namespace_key_without_a_wrap_for_the_configured_kek_is_key_unavailable(
+    escrow_only: str, sqlite_url: str
+) -> None:
+    with kmsbox.open_store(sqlite_url, kek=escrow_only) as store:
         with pytest.raises(KeyUnavailable):
             store.get("k", namespace="only-primary")
         assert store.try_get("k", namespace="only-primary").reason == "key_unavailable"
 
 
 def test_a_put_the_kek_cannot_serve_is_audited_and_writes_nothing(
-    monkeypatch: pytest.MonkeyPatch, kek_uri: str, sqlite_url: str
+    escrow_only: str, kek_uri: str, sqlite_url: str
 ) -> None:
-    monkeypatch.setenv("KMSBOX_ESCROW_KEY", os.urandom(32).hex())
-    with kmsbox.open_store(sqlite_url, kek=[kek_uri, "env://KMSBOX_ESCROW_KEY"]):
-        pass  # both KEKs wrap the audit key
-    with kmsbox.open_store(sqlite_url, kek=kek_uri) as store:
-        store.put("k", "v", namespace="only-primary")
-    with kmsbox.open_store(sqlite_url, kek="env://KMSBOX_ESCROW_KEY") as store:
+    with kmsbox.open_store(sqlite_url, kek=escrow_only) as store:
         for name in ("k", "new"):
             with pytest.raises(KeyUnavailable):
                 store.put(name, "w", namespace="only-primary", actor="deployer")
