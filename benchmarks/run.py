@@ -13,6 +13,7 @@ import json
 import os
 import platform
 import sqlite3
+import statistics
 import tempfile
 import time
 from collections.abc import Callable
@@ -31,23 +32,41 @@ from kmsbox.store.service import SecretStore
 from kmsbox.testing.counting import CountingKek
 
 RESULTS = Path(__file__).parent / "results"
-console = Console()
+console = Console(width=130)  # the tables fit whole in a log or a pipe too
 
 
-def rates(
-    fns: dict[str, Callable[[], object]], *, seconds: float, min_ops: int = 50, rounds: int = 6
-) -> dict[str, float]:
-    """Operations per second of each of ``fns``: the best of ``rounds`` timed runs.
+class Rounds:
+    """Per-round rates of functions timed in turn, and the ratios between them."""
 
-    The runs are interleaved: each round times every function in turn for
-    ``seconds / rounds * 3``, so a machine that speeds up or slows down during the
-    benchmark (another tenant, a frequency change) moves a baseline and the code
-    measured against it alike, instead of whichever happened to run at that moment.
+    def __init__(self, per_round: dict[str, list[float]]) -> None:
+        self.per_round = per_round
+
+    def best(self) -> dict[str, float]:
+        """The best rate of each function (operations per second)."""
+        return {label: max(values) for label, values in self.per_round.items()}
+
+    def ratio(self, measured: str, baseline: str) -> float:
+        """The median over rounds of ``measured / baseline``, each pair timed back to back."""
+        return statistics.median(m / b for m, b in zip(self.per_round[measured], self.per_round[baseline], strict=True))
+
+    def ratio_range(self, measured: str, baseline: str) -> tuple[float, float]:
+        """The lowest and highest per-round ratio (how noisy the machine was)."""
+        pairs = [m / b for m, b in zip(self.per_round[measured], self.per_round[baseline], strict=True)]
+        return min(pairs), max(pairs)
+
+
+def rates(fns: dict[str, Callable[[], object]], *, seconds: float, min_ops: int = 50, rounds: int = 15) -> Rounds:
+    """Time each of ``fns`` for ``rounds`` short slices, interleaved.
+
+    Each round times every function in turn for ``seconds * 3 / rounds``, so that a
+    baseline and the code measured against it run back to back: a shared machine
+    that speeds up or slows down (another tenant, a frequency change) moves both
+    alike, and the ratio of each round's pair is what gets compared.
     """
     for fn in fns.values():
         for _ in range(min(min_ops, 20)):
             fn()
-    best = dict.fromkeys(fns, 0.0)
+    per_round: dict[str, list[float]] = {label: [] for label in fns}
     slice_ = seconds * 3 / rounds
     for _ in range(rounds):
         for label, fn in fns.items():
@@ -61,8 +80,17 @@ def rates(
                 now = time.perf_counter()
                 if now >= deadline:
                     break
-            best[label] = max(best[label], ops / (now - start))
-    return best
+            per_round[label].append(ops / (now - start))
+    return Rounds(per_round)
+
+
+def _ratios(measured: Rounds, pairs: dict[str, tuple[str, str]]) -> dict[str, Any]:
+    """Best rates, and for each named pair its median ratio and per-round range."""
+    out: dict[str, Any] = dict(measured.best())
+    for name, (subject, baseline) in pairs.items():
+        out[name] = measured.ratio(subject, baseline)
+        out[f"{name}_range"] = list(measured.ratio_range(subject, baseline))
+    return out
 
 
 def _local_kek_uri(var: str = "KMSBOX_BENCH_KEK") -> str:
@@ -75,11 +103,11 @@ def _local_kek_uri(var: str = "KMSBOX_BENCH_KEK") -> str:
 
 def _engine_row(
     env: kmsbox.Envelope, raw: AESGCM, context: dict[str, str], data: bytes, seconds: float, batch: int
-) -> dict[str, float]:
+) -> dict[str, Any]:
     blob = env.encrypt(data, context)
     nonce = os.urandom(12)
     raw_ct = raw.encrypt(nonce, data, None)
-    row = rates(
+    measured = rates(
         {
             "engine_encrypt_per_s": lambda: env.encrypt(data, context),
             "raw_encrypt_per_s": lambda: raw.encrypt(os.urandom(12), data, None),
@@ -89,9 +117,13 @@ def _engine_row(
         seconds=seconds,
         min_ops=batch,
     )
-    row["encrypt_ratio"] = row["engine_encrypt_per_s"] / row["raw_encrypt_per_s"]
-    row["decrypt_ratio"] = row["engine_decrypt_per_s"] / row["raw_decrypt_per_s"]
-    return row
+    return _ratios(
+        measured,
+        {
+            "encrypt_ratio": ("engine_encrypt_per_s", "raw_encrypt_per_s"),
+            "decrypt_ratio": ("engine_decrypt_per_s", "raw_decrypt_per_s"),
+        },
+    )
 
 
 def bench_engine(seconds: float) -> dict[str, Any]:
@@ -187,12 +219,14 @@ def bench_store(seconds: float) -> dict[str, Any]:
                 )
         finally:
             close_raw()
-    out["sqlite"] = {
-        **measured,
-        "put_ratio": measured["put_per_s"] / measured["raw_insert_aesgcm_per_s"],
-        "get_audited_ratio": measured["get_audited_per_s"] / measured["raw_select_decrypt_per_s"],
-        "get_unaudited_ratio": measured["get_unaudited_per_s"] / measured["raw_select_decrypt_per_s"],
-    }
+    out["sqlite"] = _ratios(
+        measured,
+        {
+            "put_ratio": ("put_per_s", "raw_insert_aesgcm_per_s"),
+            "get_audited_ratio": ("get_audited_per_s", "raw_select_decrypt_per_s"),
+            "get_unaudited_ratio": ("get_unaudited_per_s", "raw_select_decrypt_per_s"),
+        },
+    )
     out["postgresql"] = bench_store_postgres(seconds)
     return out
 
@@ -251,11 +285,13 @@ def bench_store_postgres(seconds: float) -> dict[str, Any]:
                 seconds=seconds,
                 min_ops=20,
             )
-        return {
-            **measured,
-            "put_ratio": measured["put_per_s"] / measured["raw_insert_aesgcm_per_s"],
-            "get_audited_ratio": measured["get_audited_per_s"] / measured["raw_select_decrypt_per_s"],
-        }
+        return _ratios(
+            measured,
+            {
+                "put_ratio": ("put_per_s", "raw_insert_aesgcm_per_s"),
+                "get_audited_ratio": ("get_audited_per_s", "raw_select_decrypt_per_s"),
+            },
+        )
     finally:
         admin.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
         admin.close()
@@ -419,10 +455,16 @@ def bench_rotation(secrets: int) -> dict[str, Any]:
 # --- report ------------------------------------------------------------------------------
 
 
+def _ratio(row: dict[str, Any], name: str) -> str:
+    """``0.31 (0.27-0.35)``: the median per-round ratio and its range over the rounds."""
+    low, high = row[f"{name}_range"]
+    return f"{row[name]:.2f} ({low:.2f}-{high:.2f})"
+
+
 def _print(results: dict[str, Any]) -> None:
     if "engine" in results:
         t = Table(title="engine vs raw AES-256-GCM (local KEK, warm cache)")
-        for col in ("size", "encrypt/s", "raw/s", "ratio", "decrypt/s", "raw/s", "ratio"):
+        for col in ("size", "encrypt/s", "raw/s", "ratio (range)", "decrypt/s", "raw/s", "ratio (range)"):
             t.add_column(col)
         for size in ("256B", "4KiB", "1MiB"):
             r = results["engine"][size]
@@ -430,10 +472,10 @@ def _print(results: dict[str, Any]) -> None:
                 size,
                 f"{r['engine_encrypt_per_s']:,.0f}",
                 f"{r['raw_encrypt_per_s']:,.0f}",
-                f"{r['encrypt_ratio']:.2f}",
+                _ratio(r, "encrypt_ratio"),
                 f"{r['engine_decrypt_per_s']:,.0f}",
                 f"{r['raw_decrypt_per_s']:,.0f}",
-                f"{r['decrypt_ratio']:.2f}",
+                _ratio(r, "decrypt_ratio"),
             )
         console.print(t)
         console.print(
@@ -441,7 +483,7 @@ def _print(results: dict[str, Any]) -> None:
         )
     if "store" in results:
         t = Table(title="store vs raw loops")
-        for col in ("backend", "figure", "per s", "raw per s", "ratio"):
+        for col in ("backend", "figure", "best per s", "raw best per s", "ratio (median of rounds, range)"):
             t.add_column(col)
         for backend, r in results["store"].items():
             if "skipped" in r:
@@ -452,14 +494,14 @@ def _print(results: dict[str, Any]) -> None:
                 "put (audit on)",
                 f"{r['put_per_s']:,.0f}",
                 f"{r['raw_insert_aesgcm_per_s']:,.0f}",
-                f"{r['put_ratio']:.2f}",
+                _ratio(r, "put_ratio"),
             )
             t.add_row(
                 backend,
                 "get (read audit on)",
                 f"{r['get_audited_per_s']:,.0f}",
                 f"{r['raw_select_decrypt_per_s']:,.0f}",
-                f"{r['get_audited_ratio']:.2f}",
+                _ratio(r, "get_audited_ratio"),
             )
             if "get_unaudited_per_s" in r:
                 t.add_row(
@@ -467,7 +509,7 @@ def _print(results: dict[str, Any]) -> None:
                     "get (read audit off)",
                     f"{r['get_unaudited_per_s']:,.0f}",
                     f"{r['raw_select_decrypt_per_s']:,.0f}",
-                    f"{r['get_unaudited_ratio']:.2f}",
+                    _ratio(r, "get_unaudited_ratio"),
                 )
         console.print(t)
     if "kms" in results:
