@@ -6,11 +6,12 @@ authentication failure is an opaque :class:`~kmsbox.errors.IntegrityError`.
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import os
 
 from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives import hmac as crypto_hmac
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from kmsbox.errors import IntegrityError
@@ -69,7 +70,7 @@ class HmacSha256:
 
     def __init__(self, key: bytes) -> None:
         # Copying a keyed state skips re-deriving the inner and outer pads per message.
-        self._base = hmac.new(key, digestmod=hashlib.sha256)
+        self._base = crypto_hmac.HMAC(key, hashes.SHA256())
 
     def __repr__(self) -> str:
         return "HmacSha256(key=***)"
@@ -78,7 +79,7 @@ class HmacSha256:
         """The MAC of ``data``."""
         mac = self._base.copy()
         mac.update(data)
-        return mac.digest()
+        return mac.finalize()
 
 
 def constant_time_equal(a: bytes, b: bytes) -> bool:

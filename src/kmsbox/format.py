@@ -363,4 +363,6 @@ def encode_audit_record(fields: Sequence[object]) -> bytes:
     ``fields`` is the event's values in a fixed order (strings, numbers, None and
     string-keyed mappings), encoded as compact JSON with sorted keys.
     """
-    return b"KB\x01audit" + _encode_audit(list(fields)).encode("utf-8")
+    # The encoder writes a list or a tuple as a JSON array: no copy needed for those.
+    items = fields if type(fields) in (list, tuple) else list(fields)
+    return b"KB\x01audit" + _encode_audit(items).encode("utf-8")

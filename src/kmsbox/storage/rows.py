@@ -187,6 +187,21 @@ def stored_version(
     namespace: Any, name: Any, version: Any, key_version: Any, created_at: Any, blob: Any
 ) -> SecretVersionRow:
     """One version's envelope and metadata."""
+    # The common row, by identity checks alone.
+    if (
+        type(blob) is bytes
+        and type(key_version) is int
+        and type(version) is int
+        and type(created_at) is float
+        and type(name) is str
+        and type(namespace) is str
+        and 0 < key_version < _LIMIT
+        and 0 < version < _LIMIT
+        and created_at - created_at == 0.0
+        and len(name) <= _LONGEST
+        and len(namespace) <= _LONGEST
+    ):
+        return SecretVersionRow(namespace, name, version, blob, key_version, created_at)
     try:
         # memoryview, not bytes(): bytes() of an integer would allocate that many zeros.
         data = blob if type(blob) is bytes else bytes(memoryview(blob))

@@ -607,14 +607,30 @@ class SqlTransaction:
 
     def append_audit(self, row: AuditRow) -> None:
         """Insert an event and move the head (StaleAuditHead if the head given was stale)."""
+        params = (
+            row.seq,
+            row.time,
+            row.namespace,
+            row.name,
+            row.secret_version,
+            row.action,
+            row.result,
+            row.actor,
+            _json_object(row.context),
+            _json_object(row.detail),
+            row.audit_key_version,
+            row.mac,
+        )
         try:
-            self._append_audit(row)
-        except ConflictError:
+            self._cur.execute(self._d.sql(_INSERT_EVENT), params)
+        except Exception as exc:
+            if not self._d.is_conflict(exc):
+                raise
             self._head = None
             if self._head_guessed:
                 self._head_guessed = False
                 raise StaleAuditHead("the audit chain moved on since this connection's last write") from None
-            raise
+            raise ConflictError("audit event already exists") from exc
         if self._d.caches_audit_head:
             self._head = (row.seq, row.mac)  # dropped again if this transaction rolls back
 
@@ -622,26 +638,6 @@ class SqlTransaction:
         """Drop the remembered head (after a rollback, which may have undone it)."""
         self._head = None
         self._head_guessed = False
-
-    def _append_audit(self, row: AuditRow) -> None:
-        self._insert(
-            _INSERT_EVENT,
-            (
-                row.seq,
-                row.time,
-                row.namespace,
-                row.name,
-                row.secret_version,
-                row.action,
-                row.result,
-                row.actor,
-                _json_object(row.context),
-                _json_object(row.detail),
-                row.audit_key_version,
-                row.mac,
-            ),
-            "audit event",
-        )
 
     def list_audit(self, filters: AuditFilter, after_seq: int, limit: int) -> list[AuditRow]:
         """A filtered page of events."""
