@@ -7,9 +7,12 @@ message names the path and the reason, never the file's contents.
 
 from __future__ import annotations
 
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
-__all__ = ["FileProblem", "file_problem", "read_text_file", "write_text_file"]
+__all__ = ["FileProblem", "file_problem", "read_text_file", "write_text_file", "writing"]
 
 
 class FileProblem(ValueError):
@@ -26,10 +29,11 @@ def file_problem(verb: str, path: Path | str, exc: OSError | UnicodeDecodeError)
 
 
 def read_text_file(path: Path) -> str:
-    """The UTF-8 text of ``path``; FileProblem if it cannot be read or decoded."""
+    """The UTF-8 text of ``path`` (``-`` is stdin); FileProblem if it cannot be read or decoded."""
+    read: Callable[[], str] = sys.stdin.read if str(path) == "-" else lambda: path.read_text(encoding="utf-8")
     problem: FileProblem | None = None
     try:
-        return path.read_text(encoding="utf-8")
+        return read()
     except (OSError, UnicodeDecodeError) as exc:
         problem = file_problem("read", path, exc)
     # Raised outside the handler: a UnicodeDecodeError holds the file's bytes (secrets,
@@ -37,9 +41,16 @@ def read_text_file(path: Path) -> str:
     raise problem
 
 
-def write_text_file(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` as UTF-8; FileProblem if it cannot be written."""
+@contextmanager
+def writing(path: Path) -> Iterator[None]:
+    """Turn an OSError raised inside the block into the FileProblem of writing ``path``."""
     try:
-        path.write_text(text, encoding="utf-8")
+        yield
     except OSError as exc:
         raise file_problem("write", path, exc) from None
+
+
+def write_text_file(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` as UTF-8; FileProblem if it cannot be written."""
+    with writing(path):
+        path.write_text(text, encoding="utf-8")

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from kmsbox.cli.files import file_problem
+from kmsbox.cli.files import writing
 from kmsbox.cli.main import Settings, pass_settings
 from kmsbox.cli.output import emit_json
 from kmsbox.providers.local import add_keyring_version, generate_hex_key, generate_keyring, remove_keyring_version
@@ -25,10 +25,8 @@ def keys_group() -> None:
 @pass_settings
 def generate(settings: Settings, path: Path, force: bool) -> None:
     """Write a new keyring file (mode 0600) and print its KEK URI."""
-    try:
+    with writing(path):
         uri = generate_keyring(path, overwrite=force)
-    except OSError as exc:
-        raise file_problem("write", path, exc) from None
     if settings.as_json:
         emit_json({"kek_uri": uri})
     else:
@@ -40,10 +38,8 @@ def generate(settings: Settings, path: Path, force: bool) -> None:
 @pass_settings
 def add_version(settings: Settings, path: Path) -> None:
     """Add a new primary version to a keyring (older versions still unwrap)."""
-    try:
+    with writing(path):
         version = add_keyring_version(path)
-    except OSError as exc:
-        raise file_problem("write", path, exc) from None
     if settings.as_json:
         emit_json({"primary_version": version})
     else:
@@ -59,10 +55,8 @@ def remove_version(settings: Settings, path: Path, version: str, yes: bool) -> N
     """Remove a version from a keyring (check `kmsbox status` first)."""
     if not yes:
         raise click.UsageError("removing a KEK version is destructive: pass --yes after checking `kmsbox status`")
-    try:
+    with writing(path):
         remove_keyring_version(path, version)
-    except OSError as exc:
-        raise file_problem("write", path, exc) from None
     if settings.as_json:
         emit_json({"removed_version": version})
     else:

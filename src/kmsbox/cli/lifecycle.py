@@ -13,7 +13,7 @@ import click
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from kmsbox.cli.files import file_problem, read_text_file
+from kmsbox.cli.files import read_text_file
 from kmsbox.cli.main import Settings, open_cli_store, pass_settings
 from kmsbox.cli.output import EXIT_CODES, emit_json, table
 from kmsbox.cli.params import VERSION, parse_duration
@@ -270,13 +270,7 @@ def import_cmd(
     settings: Settings, namespace: str, source: Path, fmt: str | None, on_conflict: str, category: str | None
 ) -> None:
     """Import secrets from a dotenv or JSON file (or - for stdin) into a namespace."""
-    if str(source) == "-":
-        try:
-            text = sys.stdin.read()
-        except (OSError, UnicodeDecodeError) as exc:
-            raise file_problem("read", source, exc) from None
-    else:
-        text = read_text_file(source)
+    text = read_text_file(source)
     kind = fmt or ("json" if source.suffix == ".json" else "dotenv")
     pairs: list[tuple[str, Any]] = parse_json_secrets(text) if kind == "json" else list(parse_dotenv(text))
     with open_cli_store(settings) as store, _progress(settings, "importing") as progress:

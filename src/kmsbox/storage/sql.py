@@ -622,15 +622,13 @@ class SqlTransaction:
             row.mac,
         )
         try:
-            self._cur.execute(self._d.sql(_INSERT_EVENT), params)
-        except Exception as exc:
-            if not self._d.is_conflict(exc):
-                raise
+            self._insert(_INSERT_EVENT, params, "audit event")
+        except ConflictError:
             self._head = None
             if self._head_guessed:
                 self._head_guessed = False
                 raise StaleAuditHead("the audit chain moved on since this connection's last write") from None
-            raise ConflictError("audit event already exists") from exc
+            raise
         if self._d.caches_audit_head:
             self._head = (row.seq, row.mac)  # dropped again if this transaction rolls back
 

@@ -194,13 +194,16 @@ def load_settings(
     if path is not None:
         data = _read_toml(path)
     store_section, cache_section = _sections(data, path)
+    # Every key in the file is checked, even one that an argument overrides: a typo never hides.
+    file_url = _file_url(store_section, path) if "url" in store_section else None
+    file_keks = _file_keks(store_section, path) if "kek" in store_section else None
 
     source = "arguments"
     chosen_url = url
     if chosen_url is None and os.environ.get(STORE_ENV):
         chosen_url, source = os.environ[STORE_ENV], STORE_ENV
-    if chosen_url is None and "url" in store_section:
-        chosen_url, source = _file_url(store_section, path), str(path)
+    if chosen_url is None and file_url is not None:
+        chosen_url, source = file_url, str(path)
     if not isinstance(chosen_url, str) or not chosen_url:
         raise ConfigError(f"no store URL: pass one, set {STORE_ENV}, or put [store] url in {CONFIG_FILE}")
 
@@ -209,18 +212,13 @@ def load_settings(
         keks = [kek] if isinstance(kek, (str, KekProvider)) else list(kek)
     elif os.environ.get(KEK_ENV):
         keks = list(_split_keks(os.environ[KEK_ENV]))
-    elif "kek" in store_section:
-        keks = _file_keks(store_section, path)
+    elif file_keks is not None:
+        keks = file_keks
     else:
         keks = []
     if not keks:
         raise ConfigError(f"no KEK: pass kek=..., set {KEK_ENV}, or put [store] kek in {CONFIG_FILE}")
 
-    # Every key in the file is checked, even one that an argument overrides: a typo never hides.
-    if "url" in store_section:
-        _file_url(store_section, path)
-    if "kek" in store_section:
-        _file_keks(store_section, path)
     file_reads = store_section.get("audit_reads", True)
     if not isinstance(file_reads, bool):
         raise ConfigError(

@@ -15,14 +15,7 @@ from __future__ import annotations
 import functools
 import re
 
-__all__ = [
-    "MAX_NAME",
-    "MAX_NAMESPACE",
-    "NAMESPACE_PATTERN",
-    "NAME_PATTERN",
-    "validate_name",
-    "validate_namespace",
-]
+__all__ = ["MAX_NAME", "MAX_NAMESPACE", "NAMESPACE_PATTERN", "NAME_PATTERN", "validate_name", "validate_namespace"]
 
 MAX_NAMESPACE = 128
 MAX_NAME = 255

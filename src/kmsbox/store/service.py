@@ -257,10 +257,10 @@ class SecretStore(DiagnosisMixin, ImportMixin):
         """Create or update a secret; every put makes a new secret version.
 
         ``expires`` is a timezone-aware datetime (which may have passed), a positive
-        timedelta or number of seconds from now, or :data:`NEVER` to remove an expiry. Metadata not given keeps its
-        previous value on update (an expiry that has already passed is not kept); an
-        empty ``category`` or ``description`` clears it, and ``labels`` replaces them
-        all. Raises ValueError for a bad name, namespace, value size or metadata;
+        timedelta or number of seconds from now, or :data:`NEVER` to remove an expiry.
+        Metadata not given keeps its previous value on update (an expiry that has
+        already passed is not kept); an empty ``category`` or ``description`` clears
+        it, and ``labels`` replaces them all. Raises ValueError for a bad name, namespace, value size or metadata;
         KeyUnavailable or ProviderError when the namespace key cannot be had (nothing
         is written, and the failure is audited).
         """
