@@ -20,6 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from cryptography.hazmat.primitives import hashes, hmac
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from rich.console import Console
 from rich.table import Table
@@ -176,6 +177,58 @@ def _raw_sqlite(path: str) -> tuple[Callable[[], None], Callable[[], None], Call
     return put, get, conn.close
 
 
+def _audited_floor(path: str) -> tuple[Callable[[], None], Callable[[], None], Callable[[], None]]:
+    """Hand-written loops with the store's transaction shape and nothing else; and their close.
+
+    Each op is one write transaction that also appends a chained, HMAC-ed event row:
+    what an audited put or get must cost at least, on the same SQLite settings. Not a
+    target, a yardstick: the distance from it to the store is the library's own cost.
+    """
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=NORMAL")
+    conn.execute("CREATE TABLE secret (id TEXT PRIMARY KEY, blob BLOB NOT NULL)")
+    conn.execute(
+        "CREATE TABLE event (seq INTEGER PRIMARY KEY, time REAL NOT NULL, id TEXT, action TEXT NOT NULL, "
+        "mac BLOB NOT NULL)"
+    )
+    aead = AESGCM(AESGCM.generate_key(bit_length=256))
+    mac_key = hmac.HMAC(os.urandom(32), hashes.SHA256())
+    value = os.urandom(64)
+    seq, last_mac = 0, b""  # the chain's head (this connection is its only writer)
+    counter = iter(range(10**9))
+
+    def event(secret_id: str, action: str) -> None:
+        nonlocal seq, last_mac
+        now = time.time()
+        mac = mac_key.copy()
+        mac.update(last_mac + f"{seq + 1}|{now!r}|{secret_id}|{action}".encode())
+        seq, last_mac = seq + 1, mac.finalize()
+        conn.execute("INSERT INTO event VALUES (?, ?, ?, ?, ?)", (seq, now, secret_id, action, last_mac))
+
+    def put() -> None:
+        secret_id = f"s{next(counter)}"
+        nonce = os.urandom(12)
+        conn.execute("BEGIN IMMEDIATE")
+        conn.execute("INSERT INTO secret VALUES (?, ?)", (secret_id, nonce + aead.encrypt(nonce, value, None)))
+        event(secret_id, "create")
+        conn.execute("COMMIT")
+
+    for _ in range(_STORED):
+        put()
+    index = iter(range(10**9))
+
+    def get() -> None:
+        secret_id = f"s{next(index) % _STORED}"
+        conn.execute("BEGIN IMMEDIATE")
+        row = conn.execute("SELECT blob FROM secret WHERE id = ?", (secret_id,)).fetchone()
+        aead.decrypt(row[0][:12], row[0][12:], None)
+        event(secret_id, "read")
+        conn.execute("COMMIT")
+
+    return put, get, conn.close
+
+
 def _store_loops(store: SecretStore, ns: str = "bench") -> tuple[Callable[[], None], Callable[[], None]]:
     """A put loop (new names) and a get loop over the first secrets it wrote."""
     value = os.urandom(32).hex()
@@ -199,6 +252,7 @@ def bench_store(seconds: float) -> dict[str, Any]:
     out: dict[str, Any] = {}
     with tempfile.TemporaryDirectory() as tmp:
         raw_put, raw_get, close_raw = _raw_sqlite(f"{tmp}/raw.db")
+        floor_put, floor_get, close_floor = _audited_floor(f"{tmp}/floor.db")
         kek = _local_kek_uri()
         try:
             with (
@@ -211,20 +265,28 @@ def bench_store(seconds: float) -> dict[str, Any]:
                     {
                         "raw_insert_aesgcm_per_s": raw_put,
                         "put_per_s": put_on,
+                        "floor_put_per_s": floor_put,
                         "raw_select_decrypt_per_s": raw_get,
                         "get_audited_per_s": get_on,
+                        "floor_get_per_s": floor_get,
                         "get_unaudited_per_s": get_off,
                     },
                     seconds=seconds,
                 )
         finally:
             close_raw()
+            close_floor()
     out["sqlite"] = _ratios(
         measured,
         {
             "put_ratio": ("put_per_s", "raw_insert_aesgcm_per_s"),
             "get_audited_ratio": ("get_audited_per_s", "raw_select_decrypt_per_s"),
             "get_unaudited_ratio": ("get_unaudited_per_s", "raw_select_decrypt_per_s"),
+            # The yardstick: the best an audited loop does, against the raw loop and the store.
+            "floor_put_ratio": ("floor_put_per_s", "raw_insert_aesgcm_per_s"),
+            "floor_get_ratio": ("floor_get_per_s", "raw_select_decrypt_per_s"),
+            "put_of_floor": ("put_per_s", "floor_put_per_s"),
+            "get_audited_of_floor": ("get_audited_per_s", "floor_get_per_s"),
         },
     )
     out["postgresql"] = bench_store_postgres(seconds)
@@ -512,6 +574,24 @@ def _print(results: dict[str, Any]) -> None:
                     _ratio(r, "get_unaudited_ratio"),
                 )
         console.print(t)
+        floor = results["store"].get("sqlite", {})
+        if "floor_put_per_s" in floor:
+            t = Table(title="sqlite: a hand-written audited loop (the store's transaction shape, nothing else)")
+            for col in ("figure", "floor per s", "floor vs raw loop", "store vs floor"):
+                t.add_column(col)
+            t.add_row(
+                "put",
+                f"{floor['floor_put_per_s']:,.0f}",
+                _ratio(floor, "floor_put_ratio"),
+                _ratio(floor, "put_of_floor"),
+            )
+            t.add_row(
+                "get (read audit on)",
+                f"{floor['floor_get_per_s']:,.0f}",
+                _ratio(floor, "floor_get_ratio"),
+                _ratio(floor, "get_audited_of_floor"),
+            )
+            console.print(t)
     if "kms" in results:
         t = Table(title="KEK calls through the fakes: provider calls / KMS requests received")
         for col in ("provider", "latency", "read secrets", "calls", "s", "migrate calls", "s", "rewrap calls", "s"):
