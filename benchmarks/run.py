@@ -150,11 +150,17 @@ def bench_engine(seconds: float) -> dict[str, Any]:
 _STORED = 1000  # secrets (and raw rows) the get loops read in turn
 
 
-def _raw_sqlite(path: str) -> tuple[Callable[[], None], Callable[[], None], Callable[[], None]]:
-    """A raw insert and a raw select loop on a plain SQLite table; and its close."""
+def _connect_sqlite(path: str) -> sqlite3.Connection:
+    """An autocommit connection with the store's journal settings (WAL, ``synchronous=NORMAL``)."""
     conn = sqlite3.connect(path, isolation_level=None)
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=NORMAL")
+    return conn
+
+
+def _raw_sqlite(path: str) -> tuple[Callable[[], None], Callable[[], None], Callable[[], None]]:
+    """A raw insert and a raw select loop on a plain SQLite table; and its close."""
+    conn = _connect_sqlite(path)
     conn.execute("CREATE TABLE raw (id TEXT PRIMARY KEY, blob BLOB NOT NULL)")
     aead = AESGCM(AESGCM.generate_key(bit_length=256))
     value = os.urandom(64)
@@ -184,9 +190,7 @@ def _audited_floor(path: str) -> tuple[Callable[[], None], Callable[[], None], C
     what an audited put or get must cost at least, on the same SQLite settings. Not a
     target, a yardstick: the distance from it to the store is the library's own cost.
     """
-    conn = sqlite3.connect(path, isolation_level=None)
-    conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute("PRAGMA synchronous=NORMAL")
+    conn = _connect_sqlite(path)
     conn.execute("CREATE TABLE secret (id TEXT PRIMARY KEY, blob BLOB NOT NULL)")
     conn.execute(
         "CREATE TABLE event (seq INTEGER PRIMARY KEY, time REAL NOT NULL, id TEXT, action TEXT NOT NULL, "
