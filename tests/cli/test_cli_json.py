@@ -8,11 +8,14 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+import click
 import pytest
-from cli_helpers import Invoke, invoker, isolate, json_of, leaf_commands
+from cli_helpers import Invoke, invoker, isolate, json_of, leaf_commands, ok, one_error_line
+from click.testing import CliRunner
 
 import kmsbox.cli.fake_kms as fake_kms_cli
 from kmsbox.cli import get_cli
+from kmsbox.cli.main import Settings, _accept_json_after, pass_settings
 
 DEMO_VALUES = ("correct horse battery staple", "sk-demo-not-a-real-key", "short-lived", "a newer passphrase")
 
@@ -117,3 +120,49 @@ def test_demo_json_describes_each_step_without_a_value(run: Invoke, tmp_path: Pa
     assert document["env"]["KMSBOX_STORE"] == document["store"]
     for value in DEMO_VALUES:
         assert value not in result.stdout
+
+
+def test_json_after_the_command_gives_the_same_document(run: Invoke) -> None:
+    written = json_of(run("put", "app:production", "db/password", "--json", input="pw-after\n"))
+    assert (written["name"], written["version"]) == ("db/password", 1)
+    assert "pw-after" not in str(written)
+    for command in (["list", "app:production"], ["history", "app:production", "db/password"], ["plugins"]):
+        assert json_of(run(*command, "--json")) == json_of(run("--json", *command))
+    before, after = (
+        json_of(run("--json", "get", "app:production", "db/password")),
+        json_of(run("get", "app:production", "db/password", "--json")),
+    )
+    assert before["value"] == after["value"] == "pw-after"
+    assert after["access_count"] == before["access_count"] + 1
+    # A failure still ends in one error line and its exit code, with --json in either place.
+    assert one_error_line(run("get", "app:production", "missing", "--json"), "not_found")
+    assert json_of(run("audit", "list", "--name", "missing", "--json"))["events"][0]["result"] == "failure"
+
+
+def test_every_command_accepts_json_after_it(run: Invoke) -> None:
+    for name, _command in leaf_commands(get_cli()):
+        shown = ok(run(*name.split(), "--help")).stdout
+        assert "--json" in shown, f"kmsbox {name} does not take --json after it"
+
+
+def test_commands_added_by_a_plugin_take_json_after_them_unless_they_have_their_own() -> None:
+    seen: list[object] = []
+
+    @click.command("hello")
+    @pass_settings
+    def hello(settings: Settings) -> None:
+        seen.append(settings.as_json)
+
+    @click.command("own")
+    @click.option("--json", "mine", is_flag=True)
+    def own(mine: bool) -> None:
+        seen.append(("own", mine))
+
+    group = click.Group("plugin-tools", commands=[hello, own])
+    root = click.Group("kmsbox", commands=[group])
+    _accept_json_after(root)
+    runner = CliRunner()
+    for args in (["plugin-tools", "hello", "--json"], ["plugin-tools", "hello"], ["plugin-tools", "own", "--json"]):
+        assert runner.invoke(root, args, catch_exceptions=False).exit_code == 0
+    assert seen == [True, False, ("own", True)]
+    assert [p.name for p in own.params] == ["mine"]  # its own option is left alone

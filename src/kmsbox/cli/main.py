@@ -178,6 +178,30 @@ def _load_commands() -> None:
     from kmsbox.plugins import get_plugin_manager
 
     get_plugin_manager().hook.register_commands(cli=cli)
+    _accept_json_after(cli)
+
+
+def _json_after_command(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
+    if value:
+        ctx.ensure_object(Settings).as_json = True
+
+
+def _accept_json_after(group: click.Group) -> None:
+    """Let ``--json`` also follow the command (``kmsbox list NS --json``), the way
+    scripts tend to write it; plugin commands included, unless one has its own."""
+    for command in group.commands.values():
+        if isinstance(command, click.Group):
+            _accept_json_after(command)
+        elif not any("--json" in param.opts for param in command.params if isinstance(param, click.Option)):
+            command.params.append(
+                click.Option(
+                    ["--json"],
+                    is_flag=True,
+                    expose_value=False,
+                    callback=_json_after_command,
+                    help="Machine-readable JSON output (the same as kmsbox --json COMMAND).",
+                )
+            )
 
 
 def main() -> None:

@@ -12,12 +12,11 @@ __all__ = ["register"]
 
 
 @click.command("plugins")
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable JSON output (same as kmsbox --json plugins).")
 @pass_settings
-def plugins_cmd(settings: Settings, as_json: bool) -> None:
+def plugins_cmd(settings: Settings) -> None:
     """List loaded plugins with the KEK schemes, storage schemes and fakes they serve."""
     rows = plugin_summary()
-    if settings.as_json or as_json:
+    if settings.as_json:
         emit_json(rows)
         return
     table(
