@@ -16,7 +16,8 @@ import kmsbox.cli.fake_kms as fake_kms_cli
 import kmsbox.cli.plugins as plugins_cli
 from kmsbox.cli import get_cli
 from kmsbox.cli.output import EXIT_CODES
-from kmsbox.cli.params import MAX_COUNT, FiniteFloatRange
+from kmsbox.cli.params import FiniteFloatRange
+from kmsbox.limits import MAX_COUNT
 
 SECRET = "s3cret-value-in-a-message"
 # `kmsbox.cli.main` the attribute is the entry-point function; the module is what the test patches.

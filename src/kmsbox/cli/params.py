@@ -15,14 +15,7 @@ import click
 
 from kmsbox.limits import LONGEST_SPAN, MAX_COUNT
 
-__all__ = [
-    "CURSOR",
-    "LONGEST_DURATION",
-    "MAX_COUNT",
-    "VERSION",
-    "FiniteFloatRange",
-    "parse_duration",
-]
+__all__ = ["CURSOR", "LONGEST_DURATION", "VERSION", "FiniteFloatRange", "parse_duration"]
 
 #: A secret version or a namespace-key version (1 and up).
 VERSION = click.IntRange(1, MAX_COUNT)

@@ -12,7 +12,7 @@ from kmsbox.cli.output import emit_json, fmt_time, table
 from kmsbox.cli.params import VERSION, parse_duration
 from kmsbox.store.service import Expiry
 
-__all__ = ["parse_duration", "register"]
+__all__ = ["register"]
 
 
 def _parse_expiry(text: str | None) -> Expiry:

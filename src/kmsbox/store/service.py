@@ -260,9 +260,9 @@ class SecretStore(DiagnosisMixin, ImportMixin):
         timedelta or number of seconds from now, or :data:`NEVER` to remove an expiry.
         Metadata not given keeps its previous value on update (an expiry that has
         already passed is not kept); an empty ``category`` or ``description`` clears
-        it, and ``labels`` replaces them all. Raises ValueError for a bad name, namespace, value size or metadata;
-        KeyUnavailable or ProviderError when the namespace key cannot be had (nothing
-        is written, and the failure is audited).
+        it, and ``labels`` replaces them all. Raises ValueError for a bad name,
+        namespace, value size or metadata; KeyUnavailable or ProviderError when the
+        namespace key cannot be had (nothing is written, and the failure is audited).
         """
         ns = self._namespace(namespace)
         validate_name(name)
