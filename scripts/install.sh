@@ -8,16 +8,17 @@ rm -rf .venv
 "$PYTHON" -m venv .venv
 .venv/bin/python -m pip install --quiet --upgrade pip
 args=(-e ".[dev]")
-for plugin in plugins/*/; do
-  # The AWS plugin's fake (moto's server) is an extra, as a user would install it.
-  if [ "$(basename "$plugin")" = "kmsbox-aws" ]; then
-    args+=(-e "${plugin}[fake]")
-  else
-    args+=(-e "$plugin")
-  fi
-done
-for example in docs/examples/*/; do
-  args+=(-e "$example")
+for plugin in plugins/*/ docs/examples/*/; do
+  # A plugin's "fake" and "test" extras (moto's server, a test client, ...) are
+  # installed with it, as a user who runs its tests would install them.
+  extras=$(.venv/bin/python - "${plugin}pyproject.toml" <<'PY'
+import sys, tomllib
+with open(sys.argv[1], "rb") as f:
+    declared = tomllib.load(f).get("project", {}).get("optional-dependencies", {})
+print(",".join(e for e in ("fake", "test") if e in declared))
+PY
+)
+  args+=(-e "${plugin}${extras:+[$extras]}")
 done
 .venv/bin/python -m pip install --quiet "${args[@]}"
 .venv/bin/python -m pip check
