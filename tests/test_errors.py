@@ -17,6 +17,7 @@ _EXPECTED = {
     "KeyUnavailable",
     "IntegrityError",
     "SecretNotFound",
+    "NamespaceNotFound",
     "SecretExpired",
     "SecretDisabled",
     "ConflictError",
@@ -38,7 +39,9 @@ def test_the_tree_is_exactly_the_documented_one() -> None:
     assert set(errors.__all__) == set(classes)
     for name in _EXPECTED:
         cls = classes[name]
-        assert cls.__bases__ == (KmsboxError,), f"{name} should derive directly from KmsboxError"
+        # NamespaceNotFound is the one refinement: a SecretNotFound whose namespace is missing too.
+        parent = errors.SecretNotFound if name == "NamespaceNotFound" else KmsboxError
+        assert cls.__bases__ == (parent,), f"{name} should derive directly from {parent.__name__}"
     assert KmsboxError.__bases__ == (Exception,)
 
 

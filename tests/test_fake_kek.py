@@ -31,15 +31,17 @@ def test_a_store_survives_rotation_and_reports_a_destroyed_version(kmsbox_fake_k
         kmsbox_fake_kek.rotate()
         assert store.rewrap_namespace_keys().processed == 2  # app's key and the audit key
         kmsbox_fake_kek.destroy_version("v1")
-        store.keyring.cache.clear()
+        store.key_cache.clear()
         assert store.get("db/password", namespace="app").value == "hunter2"
         assert store.diagnose().ok
 
 
-def test_an_outage_at_open_fails_closed(kmsbox_fake_kek: FakeKek) -> None:
+def test_an_outage_at_open_fails_closed_as_a_provider_error(kmsbox_fake_kek: FakeKek) -> None:
+    # A KMS that cannot be reached is an outage, not a configuration mistake.
     kmsbox_fake_kek.faults.configure(rate=1.0, kind="unavailable")
-    with pytest.raises(kmsbox.ConfigError):
+    with pytest.raises(kmsbox.ProviderError) as caught:
         kmsbox.open_store("memory://", kek=kmsbox_fake_kek)
+    assert caught.value.transient
 
 
 def test_destroying_the_primary_is_refused_and_nothing_shows_key_bytes() -> None:

@@ -31,9 +31,17 @@ def _hex() -> str:
 
 class TestEnvKekConformance(KekProviderConformance):
     @pytest.fixture
-    def kek(self, monkeypatch: pytest.MonkeyPatch) -> KekProvider:
-        monkeypatch.setenv("KMSBOX_CONF_KEK", f"v2:{_hex()},v1:{_hex()}")
+    def env_keys(self) -> list[bytes]:
+        return [os.urandom(32), os.urandom(32)]
+
+    @pytest.fixture
+    def kek(self, monkeypatch: pytest.MonkeyPatch, env_keys: list[bytes]) -> KekProvider:
+        monkeypatch.setenv("KMSBOX_CONF_KEK", f"v2:{env_keys[0].hex()},v1:{env_keys[1].hex()}")
         return open_kek("env://KMSBOX_CONF_KEK")
+
+    @pytest.fixture
+    def kek_material(self, env_keys: list[bytes]) -> list[bytes]:
+        return env_keys
 
     @pytest.fixture
     def other_kek(self, monkeypatch: pytest.MonkeyPatch) -> KekProvider:
@@ -48,6 +56,11 @@ class TestFileKekConformance(KekProviderConformance):
         uri = generate_keyring(path)
         add_keyring_version(path)
         return open_kek(uri)
+
+    @pytest.fixture
+    def kek_material(self, tmp_path: Path, kek: KekProvider) -> list[bytes]:
+        keyring = json.loads((tmp_path / "keyring.json").read_text())
+        return [bytes.fromhex(entry["key"]) for entry in keyring["keys"]]
 
     @pytest.fixture
     def other_kek(self, tmp_path: Path) -> KekProvider:

@@ -59,7 +59,7 @@ def _plugin_module(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str, s
 
 
 def test_default_plugins_serve_local_memory_and_sqlite() -> None:
-    assert [name for name, _ in DEFAULT_PLUGINS] == ["local", "memory", "sqlite"]
+    assert [name for name, _ in DEFAULT_PLUGINS] == ["local", "memory", "sqlite", "audit-sinks"]
     assert {"env", "file"} <= set(kek_factories())
     assert {"memory", "sqlite"} <= set(storage_factories())
     assert kek_factories()["env"].plugin == "local"

@@ -13,6 +13,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives import hmac as crypto_hmac
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from kmsbox.errors import IntegrityError
 
@@ -29,6 +30,7 @@ __all__ = [
     "open_once",
     "seal_once",
     "constant_time_equal",
+    "derive_key",
     "random_bytes",
     "random_key",
     "random_nonce",
@@ -80,6 +82,11 @@ class HmacSha256:
         mac = self._base.copy()
         mac.update(data)
         return mac.finalize()
+
+
+def derive_key(root: bytes, purpose: str) -> bytes:
+    """A 32-byte key for one purpose, derived from ``root`` with HKDF-SHA256."""
+    return HKDF(algorithm=hashes.SHA256(), length=KEY_SIZE, salt=None, info=purpose.encode("ascii")).derive(root)
 
 
 def constant_time_equal(a: bytes, b: bytes) -> bool:

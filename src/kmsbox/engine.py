@@ -8,11 +8,16 @@ Each message carries its data key wrapped by the KEK, so it is self-contained
 given the KEK. A data key is reused for many messages (each with a fresh random
 nonce) while the key cache allows, so both sides make one KEK call per cached key
 lifetime, not one per message.
+
+The steps that need a KEK are operations (:mod:`kmsbox.store.io`) shared with
+:class:`kmsbox.aio.Envelope`; everything else, the warm path included, is plain code
+both faces call.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Generator, Mapping, Sequence
+from typing import Any
 
 from kmsbox import format as fmt
 from kmsbox._crypto import NONCE_SIZE, TAG_SIZE, Aead, random_key
@@ -20,11 +25,150 @@ from kmsbox.errors import IntegrityError, KeyUnavailable
 from kmsbox.kek import KekProvider, WrappedKey, open_kek
 from kmsbox.keys import KeyCache
 
-__all__ = ["Envelope"]
+__all__ = ["DataKeySlot", "Envelope", "EnvelopeCore"]
 
 _DATA_KEY_CONTEXT = {"kmsbox:purpose": "engine-data-key"}
 _ENCRYPT_SLOT = ("encrypt",)
 _VIEW_FROM = 64 * 1024
+
+#: A cached data key: the message header that carries it wrapped, and the key.
+DataKeySlot = tuple[bytes, Aead]
+_Op = Generator[Any, Any, Any]
+
+
+def check_keks(kek: object) -> list[KekProvider]:
+    """A KEK argument as providers: a URI, a provider, or a non-empty list of them
+    (TypeError for anything else, ValueError for an empty list)."""
+    if isinstance(kek, (str, KekProvider)):
+        items: list[object] = [kek]
+    elif isinstance(kek, (list, tuple)):
+        items = list(kek)
+    else:
+        raise TypeError(f"kek must be a key URI, a KEK provider or a list of them, got {type(kek).__name__}")
+    if not items:
+        raise ValueError("Envelope needs at least one KEK")
+    keks: list[KekProvider] = []
+    for index, item in enumerate(items, start=1):
+        if isinstance(item, str):
+            keks.append(open_kek(item))
+        elif isinstance(item, KekProvider):
+            keks.append(item)
+        else:
+            raise TypeError(f"kek entry {index} must be a key URI or a KEK provider, got {type(item).__name__}")
+    return keks
+
+
+def _check_context(context: object) -> Mapping[str, str] | None:
+    if context is None or (isinstance(context, Mapping) and all(type(k) is str for k in context)):
+        return context  # values are checked (TypeError) when the context is encoded
+    raise TypeError(f"context must be a mapping of str to str, got {type(context).__name__}")
+
+
+class EnvelopeCore:
+    """What the sync and async envelopes share: the data-key cache, the message format,
+    and the KEK steps as operations."""
+
+    def __init__(self, keks: list[KekProvider], cache: KeyCache[DataKeySlot] | None) -> None:
+        self.keks = keks
+        self.cache: KeyCache[DataKeySlot] = cache or KeyCache()
+        self._header_len = 0
+
+    # --- plain steps ------------------------------------------------------------------------
+
+    def seal(self, slot: DataKeySlot, data: bytes | bytearray | memoryview, context: Mapping[str, str] | None) -> bytes:
+        """Encrypt under a cached data key."""
+        if not isinstance(data, (bytes, bytearray, memoryview)):
+            raise TypeError("data must be bytes")
+        header, aead = slot
+        nonce, ciphertext = aead.seal(bytes(data), header + fmt.encode_context_cached(_check_context(context)))
+        return header + nonce + ciphertext
+
+    def open_cached(
+        self, blob: bytes, context: Mapping[str, str] | None
+    ) -> tuple[bytes | None, fmt.MessageEnvelope | None]:
+        """Decrypt with a cached data key: ``(plaintext, None)``; or ``(None, envelope)``
+        when the blob's data key is not cached (IntegrityError if the blob is malformed)."""
+        aad_context = fmt.encode_context_cached(_check_context(context))
+        end = self._header_len
+        if type(blob) is bytes and end and len(blob) >= end + NONCE_SIZE + TAG_SIZE:
+            # Hot path: headers are self-delimiting, so if the first ``end`` bytes equal a
+            # header already verified and cached, they are this blob's header.
+            header = blob[:end]
+            slot = self.cache.get(header)
+            if slot is not None:
+                start = end + NONCE_SIZE
+                # A large ciphertext goes on as a view: a fresh copy of it costs more (in
+                # page faults) than decrypting it. Small ones are cheaper to slice.
+                body = blob[start:] if len(blob) < _VIEW_FROM else memoryview(blob)[start:]
+                return slot[1].open(blob[end:start], body, header + aad_context), None
+        env = fmt.parse_message(blob)
+        slot = self.cache.get(env.header)
+        if slot is None:
+            return None, env
+        self._header_len = len(env.header)
+        return slot[1].open(env.nonce, env.ciphertext, env.header + aad_context), None
+
+    def open_with(self, slot: DataKeySlot, env: fmt.MessageEnvelope, context: Mapping[str, str] | None) -> bytes:
+        """Decrypt a parsed message with its data key."""
+        self._header_len = len(env.header)
+        return slot[1].open(env.nonce, env.ciphertext, env.header + fmt.encode_context_cached(_check_context(context)))
+
+    # --- KEK steps (operations) --------------------------------------------------------------
+
+    def new_data_key(self, io: Any) -> _Op:
+        """Make a data key for new messages, wrapped by the first KEK; the slot."""
+        key = random_key()
+        wrapped: WrappedKey = yield io.kek(self.keks[0]).wrap(key, _DATA_KEY_CONTEXT)
+        header = fmt.encode_message_header(wrapped.key_version, wrapped.ciphertext)
+        slot = (header, Aead(key))
+        self.cache.put(_ENCRYPT_SLOT, slot)
+        self.cache.put(header, slot)
+        self._header_len = len(header)
+        return slot
+
+    def unwrap(self, io: Any, env: fmt.MessageEnvelope) -> _Op:
+        """The data key of a message, through the first KEK that can; the slot.
+
+        KeyUnavailable when no configured KEK holds the version that wrapped it,
+        IntegrityError when none authenticates it.
+        """
+        unavailable: KeyUnavailable | None = None
+        for kek in self.keks:
+            try:
+                key: bytes = yield io.kek(kek).unwrap(
+                    WrappedKey(kek.uri, env.kek_version, env.wrapped_key), _DATA_KEY_CONTEXT
+                )
+            except KeyUnavailable as exc:
+                unavailable = exc
+                continue
+            except IntegrityError:
+                continue
+            slot: DataKeySlot = self.cache.put(env.header, (env.header, Aead(key)))
+            return slot
+        if unavailable is not None:
+            raise KeyUnavailable(f"no configured KEK holds version {env.kek_version!r}") from None
+        raise IntegrityError("malformed or unauthentic ciphertext")
+
+    def encryption_slot(self) -> DataKeySlot | None:
+        """The cached data key for new messages, if any."""
+        return self.cache.get(_ENCRYPT_SLOT)
+
+
+class _Direct:
+    """Ports for the sync envelope: each KEK call is made at once."""
+
+    @staticmethod
+    def kek(provider: KekProvider) -> KekProvider:
+        return provider
+
+
+def _run(op: _Op) -> Any:
+    try:
+        value = next(op)
+        while True:
+            value = op.send(value)
+    except StopIteration as stop:
+        return stop.value
 
 
 class Envelope:
@@ -32,90 +176,56 @@ class Envelope:
 
     ``kek`` is a key URI, a provider, or a list of them: the first wraps new data
     keys, any of them may unwrap. ``cache`` bounds how long and how often one data
-    key is used (by default 5 minutes and 2**24 messages).
+    key is used (by default 5 minutes and 2**24 messages). TypeError for a ``kek``
+    that is none of these; ValueError for an empty list.
     """
 
     def __init__(
         self,
         kek: str | KekProvider | Sequence[str | KekProvider],
         *,
-        cache: KeyCache[tuple[bytes, Aead]] | None = None,
+        cache: KeyCache[DataKeySlot] | None = None,
     ) -> None:
-        items = [kek] if isinstance(kek, (str, KekProvider)) else list(kek)
-        if not items:
-            raise ValueError("Envelope needs at least one KEK")
-        self._keks: list[KekProvider] = [open_kek(k) if isinstance(k, str) else k for k in items]
-        self._cache: KeyCache[tuple[bytes, Aead]] = cache or KeyCache()
-        self._header_len = 0
+        self._core = EnvelopeCore(check_keks(kek), cache)
 
     def __repr__(self) -> str:
-        return f"Envelope(kek={[k.uri for k in self._keks]!r})"
+        return f"Envelope(kek={[k.uri for k in self._core.keks]!r})"
 
     @property
-    def cache(self) -> KeyCache[tuple[bytes, Aead]]:
+    def cache(self) -> KeyCache[DataKeySlot]:
         """The data-key cache (exposed for its stats and bounds)."""
-        return self._cache
+        return self._core.cache
+
+    @property
+    def keks(self) -> list[KekProvider]:
+        """The configured KEKs, the one that wraps new data keys first."""
+        return list(self._core.keks)
 
     def encrypt(self, data: bytes, context: Mapping[str, str] | None = None) -> bytes:
         """Encrypt ``data``; the same ``context`` is needed to decrypt.
 
-        Raises ProviderError if the KEK cannot wrap a new data key.
+        Raises TypeError for data that is not bytes or a context that is not a mapping
+        of str to str, and ProviderError if the KEK cannot wrap a new data key.
         """
-        if not isinstance(data, (bytes, bytearray, memoryview)):
-            raise TypeError("data must be bytes")
-        slot = self._cache.get(_ENCRYPT_SLOT)
+        core = self._core
+        slot = core.encryption_slot()
         if slot is None:
-            slot = self._new_data_key()
-        header, aead = slot
-        nonce, ciphertext = aead.seal(bytes(data), header + fmt.encode_context_cached(context))
-        return header + nonce + ciphertext
-
-    def _new_data_key(self) -> tuple[bytes, Aead]:
-        key = random_key()
-        wrapped = self._keks[0].wrap(key, _DATA_KEY_CONTEXT)
-        header = fmt.encode_message_header(wrapped.key_version, wrapped.ciphertext)
-        slot = (header, Aead(key))
-        self._cache.put(_ENCRYPT_SLOT, slot)
-        self._cache.put(header, slot)
-        self._header_len = len(header)
-        return slot
+            if not isinstance(data, (bytes, bytearray, memoryview)):
+                raise TypeError("data must be bytes")
+            _check_context(context)
+            slot = _run(core.new_data_key(_Direct))
+        return core.seal(slot, data, context)
 
     def decrypt(self, blob: bytes, context: Mapping[str, str] | None = None) -> bytes:
         """Decrypt a message made by :meth:`encrypt`.
 
-        Raises IntegrityError when the blob is malformed, altered or the context
-        differs; KeyUnavailable when the KEK version that wrapped it is gone.
+        Raises IntegrityError when the blob is malformed, altered or the context differs;
+        KeyUnavailable when the KEK version that wrapped it is gone; TypeError for a
+        context that is not a mapping of str to str.
         """
-        end = self._header_len
-        if type(blob) is bytes and end and len(blob) >= end + NONCE_SIZE + TAG_SIZE:
-            # Hot path: headers are self-delimiting, so if the first ``end`` bytes equal
-            # a header already verified and cached, they are this blob's header.
-            header = blob[:end]
-            slot = self._cache.get(header)
-            if slot is not None:
-                start = end + NONCE_SIZE
-                # A large ciphertext goes on as a view: a fresh copy of it costs more (in
-                # page faults) than decrypting it. Small ones are cheaper to slice.
-                body = blob[start:] if len(blob) < _VIEW_FROM else memoryview(blob)[start:]
-                return slot[1].open(blob[end:start], body, header + fmt.encode_context_cached(context))
-        env = fmt.parse_message(blob)
-        slot = self._cache.get(env.header)
-        if slot is None:
-            slot = self._cache.put(env.header, (env.header, self._unwrap(env)))
-        self._header_len = len(env.header)
-        return slot[1].open(env.nonce, env.ciphertext, env.header + fmt.encode_context_cached(context))
-
-    def _unwrap(self, env: fmt.MessageEnvelope) -> Aead:
-        unavailable: KeyUnavailable | None = None
-        for kek in self._keks:
-            try:
-                key = kek.unwrap(WrappedKey(kek.uri, env.kek_version, env.wrapped_key), _DATA_KEY_CONTEXT)
-            except KeyUnavailable as exc:
-                unavailable = exc
-                continue
-            except IntegrityError:
-                continue
-            return Aead(key)
-        if unavailable is not None:
-            raise KeyUnavailable(f"no configured KEK holds version {env.kek_version!r}") from None
-        raise IntegrityError("malformed or unauthentic ciphertext")
+        core = self._core
+        plaintext, env = core.open_cached(blob, context)
+        if env is None:
+            assert plaintext is not None
+            return plaintext
+        return core.open_with(_run(core.unwrap(_Direct, env)), env, context)

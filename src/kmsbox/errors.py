@@ -13,6 +13,7 @@ __all__ = [
     "IntegrityError",
     "KeyUnavailable",
     "KmsboxError",
+    "NamespaceNotFound",
     "PluginError",
     "ProviderError",
     "SecretDisabled",
@@ -23,7 +24,14 @@ __all__ = [
 
 
 class KmsboxError(Exception):
-    """Base of every error kmsbox raises on purpose."""
+    """Base of every error kmsbox raises on purpose.
+
+    ``reason`` is the error's one name in the store's vocabulary: the ``reason`` of a
+    failed ``try_get`` and of a failure's audit event, and the key of the CLI's
+    exit-code table. Defined here once; everything else derives from it.
+    """
+
+    reason = "error"
 
 
 class ConfigError(KmsboxError):
@@ -32,6 +40,8 @@ class ConfigError(KmsboxError):
     Examples: a KEK variable that is unset, short or not hex; a keyring file with a
     duplicated version; a storage URL nobody serves; a schema newer than the code.
     """
+
+    reason = "config"
 
 
 class PluginError(KmsboxError):
@@ -42,6 +52,8 @@ class PluginError(KmsboxError):
     when a hook implementation does not match its specification.
     """
 
+    reason = "plugin"
+
 
 class ProviderError(KmsboxError):
     """A KEK provider (a KMS) failed.
@@ -51,6 +63,8 @@ class ProviderError(KmsboxError):
     key, a ciphertext the KMS rejects). ``code`` carries the service's own error
     code when there is one. The SDK's exception is chained as ``__cause__``.
     """
+
+    reason = "provider_error"
 
     def __init__(self, message: str, *, transient: bool, code: str | None = None) -> None:
         super().__init__(message)
@@ -69,6 +83,7 @@ class KeyUnavailable(KmsboxError):
     """
 
     code = "key_version_unavailable"
+    reason = "key_unavailable"
 
 
 class IntegrityError(KmsboxError):
@@ -79,22 +94,41 @@ class IntegrityError(KmsboxError):
     Also raised by ``audit verify`` when the event chain was changed.
     """
 
+    reason = "integrity"
+
 
 class SecretNotFound(KmsboxError):
     """No secret (or no such version of it) exists under that namespace and name."""
+
+    reason = "not_found"
 
 
 class SecretExpired(KmsboxError):
     """The secret exists but its expiry time has passed (checked at read time)."""
 
+    reason = "expired"
+
 
 class SecretDisabled(KmsboxError):
     """The secret exists but was disabled; enable it to read it again."""
+
+    reason = "disabled"
 
 
 class ConflictError(KmsboxError):
     """A compare-and-set lost: someone else changed the row first. Retry the call."""
 
+    reason = "conflict"
+
 
 class StorageError(KmsboxError):
     """The storage backend failed (I/O, lock time-out, lost connection)."""
+
+    reason = "storage"
+
+
+class NamespaceNotFound(SecretNotFound):
+    """The namespace itself does not exist (no key and no secret was ever made in it):
+    often a typo of another namespace's name."""
+
+    reason = "namespace_not_found"

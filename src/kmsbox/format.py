@@ -29,6 +29,7 @@ __all__ = [
     "SecretEnvelope",
     "dek_aad",
     "encode_audit_record",
+    "encode_record",
     "encode_context",
     "encode_context_cached",
     "encode_local_wrap",
@@ -38,6 +39,8 @@ __all__ = [
     "parse_local_wrap",
     "parse_message",
     "parse_secret",
+    "secret_namespace_key_version",
+    "SECRET_KEY_VERSION_AT",
     "value_aad",
 ]
 
@@ -299,8 +302,19 @@ def parse_secret(blob: bytes) -> SecretEnvelope:
 
 
 def secret_namespace_key_version(blob: bytes) -> int:
-    """The namespace-key version of a stored secret, read from its header only."""
-    return parse_secret(blob).namespace_key_version
+    """The namespace-key version of a stored secret, read from its header only
+    (IntegrityError if the header is malformed; the AEAD authenticates it on use)."""
+    if type(blob) is not bytes or len(blob) < SECRET_OVERHEAD:
+        return parse_secret(blob).namespace_key_version
+    nkv: int = _NKV.unpack_from(blob, _NKV_AT)[0]
+    if nkv == 0 or blob[:_DEK_NONCE_AT] != _secret_head(nkv):
+        raise _fail()
+    return nkv
+
+
+#: Where a stored secret's namespace-key version starts (4 bytes, big-endian): storage
+#: backends read it from the header (``substr(blob, 5, 4)`` in SQL) instead of a copy.
+SECRET_KEY_VERSION_AT = _NKV_AT
 
 
 # --- keys wrapped by the local KEK provider -------------------------------------------
@@ -366,3 +380,22 @@ def encode_audit_record(fields: Sequence[object]) -> bytes:
     # The encoder writes a list or a tuple as a JSON array: no copy needed for those.
     items = fields if type(fields) in (list, tuple) else list(fields)
     return b"KB\x01audit" + _encode_audit(items).encode("utf-8")
+
+
+# --- records under a MAC ----------------------------------------------------------------
+
+_encode_record_json = sorted_json_encoder(compact=True, ensure_ascii=False)
+
+
+def encode_record(tag: bytes, fields: Sequence[object]) -> bytes:
+    """Canonical bytes of a record that a MAC authenticates.
+
+    ``tag`` names the kind of record (a secret row, a namespace's key state, an audit
+    event, a chain head), so that no record of one kind is ever valid as another. The
+    fields follow as one compact JSON array: strings, integers, floats (by ``repr``, exact
+    and stable), None, and mappings with sorted keys; bytes go in as hex text. JSON's
+    syntax keeps every field apart, so the encoding is injective. Raises TypeError for
+    another type and UnicodeEncodeError for text with a lone surrogate.
+    """
+    items = fields if type(fields) in (list, tuple) else list(fields)
+    return b"KB\x02" + tag + b"\x00" + _encode_record_json(items).encode("utf-8")

@@ -48,5 +48,17 @@ def register_fake_servers(register: Any) -> None:
 
 
 @hookspec
+def register_audit_sinks(register: Any) -> None:
+    """Register audit sinks (copies of every audit event outside the database) by URL scheme.
+
+    Call ``register(scheme, factory, description="")``, where ``factory(url: str)`` returns
+    a :class:`kmsbox.store.sinks.AuditSink` for a URL such as
+    ``jsonl:///var/log/kmsbox/audit.jsonl``: it must make each batch of events durable
+    before ``emit`` returns (raising if it cannot), and note an ``abort`` of events whose
+    transaction rolled back.
+    """
+
+
+@hookspec
 def register_commands(cli: Any) -> None:
     """Add commands to the ``kmsbox`` click group ``cli``."""

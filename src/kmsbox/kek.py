@@ -94,6 +94,10 @@ class BaseKekProvider(ABC):
     The batch forms loop; override them where the KMS has a batch API.
     """
 
+    #: True for a provider whose calls never leave the process and never block (a local
+    #: key): the async store calls it on the event loop instead of a worker thread.
+    in_process = False
+
     def __init__(self, uri: str) -> None:
         self._uri = uri
 

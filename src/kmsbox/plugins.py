@@ -23,6 +23,7 @@ from kmsbox.errors import PluginError
 
 __all__ = [
     "DEFAULT_PLUGINS",
+    "audit_sink_factories",
     "KNOWN_PACKAGES",
     "PLUGINS_ENV",
     "Registration",
@@ -42,6 +43,7 @@ DEFAULT_PLUGINS: list[tuple[str, str]] = [
     ("local", "kmsbox.providers.local"),
     ("memory", "kmsbox.storage.memory"),
     ("sqlite", "kmsbox.storage.sqlite"),
+    ("audit-sinks", "kmsbox.store.sinks"),
 ]
 
 #: Schemes served by kmsbox's own optional packages, named in "not installed" errors.
@@ -69,6 +71,7 @@ class _Registry:
     kek: dict[str, Registration] = field(default_factory=dict)
     storage: dict[str, Registration] = field(default_factory=dict)
     fakes: dict[str, Registration] = field(default_factory=dict)
+    sinks: dict[str, Registration] = field(default_factory=dict)
 
 
 _lock = threading.Lock()
@@ -150,6 +153,7 @@ def _get_registry() -> _Registry:
             _collect(pm, "register_kek_providers", registry.kek)
             _collect(pm, "register_storage_backends", registry.storage)
             _collect(pm, "register_fake_servers", registry.fakes)
+            _collect(pm, "register_audit_sinks", registry.sinks)
             _registry = registry
         return _registry
 
@@ -167,6 +171,11 @@ def storage_factories() -> dict[str, Registration]:
 def fake_servers() -> dict[str, Registration]:
     """Fake KMS server registrations keyed by name."""
     return dict(_get_registry().fakes)
+
+
+def audit_sink_factories() -> dict[str, Registration]:
+    """Audit sink registrations keyed by URL scheme."""
+    return dict(_get_registry().sinks)
 
 
 def scheme_of(uri: str, what: str) -> str:
@@ -213,6 +222,7 @@ def plugin_summary() -> list[dict[str, Any]]:
                 "kek_schemes": sorted(k for k, r in registry.kek.items() if r.plugin == name),
                 "storage_schemes": sorted(k for k, r in registry.storage.items() if r.plugin == name),
                 "fake_servers": sorted(k for k, r in registry.fakes.items() if r.plugin == name),
+                "audit_sinks": sorted(k for k, r in registry.sinks.items() if r.plugin == name),
                 "hooks": sorted(h.name for h in pm.get_hookcallers(plugin) or []),
             }
         )

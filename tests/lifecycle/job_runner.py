@@ -14,13 +14,11 @@ import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import kmsbox
-from kmsbox.storage.base import Transaction
 from kmsbox.store.importing import parse_dotenv
 
-T = TypeVar("T")
 JOBS = ("rewrap_deks", "reencrypt", "rewrap_namespace_keys", "migrate_kek", "cleanup_expired", "import")
 
 
@@ -38,14 +36,16 @@ def main(argv: list[str]) -> int:
 
     store = kmsbox.open_store(args.url, kek=args.kek)
     store.batch_size = args.batch_size
-    committed_write = store._write
+    ports = store._io  # the store's own ports: every transaction of the job goes through them
+    transact = ports.transact
 
-    def announced_write(op: Callable[[Transaction], T]) -> T:
-        result = committed_write(op)
-        print("commit", flush=True)
+    def announced(write: bool, body: Callable[..., Any], *, read: bool = False) -> Any:
+        result = transact(write, body, read=read)
+        if write:
+            print("commit", flush=True)
         return result
 
-    store._write = announced_write  # type: ignore[method-assign]
+    ports.transact = announced  # type: ignore[method-assign]
     print("ready", flush=True)
     result: Any
     if args.job == "rewrap_deks":

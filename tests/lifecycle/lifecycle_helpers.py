@@ -69,4 +69,4 @@ def table_rows(db_path: Path, *, skip: tuple[str, ...] = ()) -> dict[str, list[t
 
 
 #: The tables an audited operation writes to even when it changes nothing else.
-AUDIT_TABLES = ("kmsbox_audit_events", "kmsbox_audit_head")
+AUDIT_TABLES = ("kmsbox_audit_events", "kmsbox_audit_chains")

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 from cli_helpers import Invoke, invoker, json_of, ok, one_error_line
-from lifecycle_helpers import Keyring, fill, read_all, secret_blobs, table_rows, value_tail
+from lifecycle_helpers import AUDIT_TABLES, Keyring, fill, read_all, secret_blobs, table_rows, value_tail
 
 from kmsbox.cli.output import EXIT_CODES
 from kmsbox.providers.local import add_keyring_version, remove_keyring_version
@@ -60,13 +60,16 @@ def test_rotate_and_rewrap_deks(
 ) -> None:
     before = secret_blobs(db_path)
     dry = json_of(run("--json", "rotate", "app", "--dry-run"))
-    assert (dry["new_version"], dry["dry_run"], dry["rewrap"]["remaining"]) == (2, True, 0)
+    # The rewrap after the rotation moves every DEK under the key that is active now.
+    assert (dry["new_version"], dry["dry_run"], dry["rewrap"]["remaining"]) == (2, True, 12)
+    text = ok(run("rotate", "app", "--dry-run")).stdout
+    assert "would rotate app to key version 2" in text and "would rewrap 12 DEKs; nothing was changed" in text
     assert secret_blobs(db_path) == before
 
     rotated = json_of(run("--json", "rotate", "app", "--no-rewrap"))
     assert (rotated["namespace"], rotated["new_version"], rotated["rewrap"]) == ("app", 2, None)
     assert json_of(run("--json", "status", "app"))["namespaces"]["app"]["pending"] == [
-        "v1: 12 secret versions still under a rotating key (rewrap-deks)"
+        "v1: 12 secret versions still under a rotating key (kmsbox rewrap-deks app)"
     ]
     dry = json_of(run("--json", "rewrap-deks", "app", "--dry-run"))
     assert (dry["dry_run"], dry["remaining"], dry["processed"]) == (True, 12, 0)
@@ -81,7 +84,7 @@ def test_rotate_and_rewrap_deks(
     assert all(value_tail(after[k][0]) == value_tail(b) for k, (b, _) in before.items())
 
     text = ok(run("rotate", "tenant-1")).stdout
-    assert "rotated tenant-1 to key version 2" in text and "rewrap-deks tenant-1: processed 3" in text
+    assert "rotated tenant-1 to key version 2" in text and "rewrap-deks tenant-1: rewrapped 3 DEKs" in text
     read_all(open_store(), seeded)
 
 
@@ -121,7 +124,7 @@ def test_compromise_then_reencrypt(
     read_all(open_store(), seeded)
 
     text = ok(run("compromise", "tenant-1", "1", "--yes", "--no-rotate")).stdout
-    assert "marked tenant-1 v1 compromised; now run: kmsbox reencrypt tenant-1" in text
+    assert "marked tenant-1 v1 compromised; next: kmsbox reencrypt tenant-1" in text
     assert one_error_line(run("reencrypt", "tenant-1"), "key_unavailable").endswith(
         "has no active key: rotate one in first"
     )
@@ -132,8 +135,13 @@ def test_cleanup_keys(run: Invoke, seeded: dict[tuple[str, str], str]) -> None:
     ok(run("compromise", "tenant-1", "1", "--yes"))
     assert json_of(run("--json", "cleanup-keys", "--older-than", "1h"))["details"] == {"deleted": [], "refused": []}
     dry = json_of(run("--json", "cleanup-keys", "--dry-run"))
-    assert dry["details"]["deleted"] == [{"namespace": "app", "version": 1}]
+    assert dry["details"]["would_delete"] == [{"namespace": "app", "version": 1}]
+    assert (dry["dry_run"], dry["remaining"], dry["processed"]) == (True, 1, 0)
+    text = ok(run("cleanup-keys", "--dry-run")).stdout
+    assert "would delete 1 key version, would skip 1; nothing was changed" in text
+    assert "would delete: app v1" in text and "kept (still used): tenant-1 v1 (3 secret versions use it)" in text
     report = json_of(run("--json", "cleanup-keys"))
+    assert report["processed"] == dry["remaining"]
     assert report["details"] == {
         "deleted": [{"namespace": "app", "version": 1}],
         "refused": [{"namespace": "tenant-1", "version": 1, "references": 3}],
@@ -156,7 +164,7 @@ def test_kek_migrate(
     report = json_of(run("--json", "kek", "migrate", "--to", second_keyring.uri))
     assert (report["processed"], report["details"]["to"]) == (3, second_keyring.uri)
     text = ok(run("kek", "migrate", "--to", second_keyring.uri, "--drop-old")).stdout
-    assert "dropped_wraps: 3" in text and f"next: open the store with --kek {second_keyring.uri}" in text
+    assert "dropped wraps: 3" in text and f"next: configure {second_keyring.uri} alone" in text
     assert secret_blobs(db_path) == before
     read_all(open_store(kek=second_keyring.uri), seeded)
     line = one_error_line(run("status"), "config")  # the old KEK alone opens nothing now
@@ -186,7 +194,7 @@ def test_diagnose_and_repair(
             raise KeyboardInterrupt
 
     # One namespace per KEK batch, so the interruption leaves the first two rewrapped.
-    monkeypatch.setattr("kmsbox.store.lifecycle._KEK_BATCH", 1)
+    monkeypatch.setattr("kmsbox.store.maintenance._KEK_BATCH", 1)
     with pytest.raises(KeyboardInterrupt):
         store.rewrap_namespace_keys(progress=stop_before_tenant_1)
     store.close()
@@ -204,11 +212,11 @@ def test_diagnose_and_repair(
     assert not any(value in result.stdout for value in seeded.values())
     assert run("diagnose").exit_code == 6
 
-    before = table_rows(db_path, skip=("kmsbox_audit_events", "kmsbox_audit_head"))
+    before = table_rows(db_path, skip=AUDIT_TABLES)
     dry = json_of(run("--json", "repair"))
     assert dry["dry_run"] and dry["done"] == [] and len(dry["needs_confirmation"]) == 4
     assert json_of(run("--json", "repair", "--confirm-delete"))["dry_run"] is True  # still needs --apply
-    assert table_rows(db_path, skip=("kmsbox_audit_events", "kmsbox_audit_head")) == before
+    assert table_rows(db_path, skip=AUDIT_TABLES) == before
     text = ok(run("repair")).stdout
     assert "needs --apply --confirm-delete: delete unrecoverable secret tenant-1/s00000 v1" in text
 
@@ -222,7 +230,7 @@ def test_diagnose_and_repair(
     assert json_of(run("--json", "diagnose"))["ok"]
     read_all(open_store(), {k: v for k, v in seeded.items() if k[0] == "app"})
     store = open_store()
-    actions = [e.action for e in store.audit.iter_events()]
+    actions = [e.action for e in store.iter_audit_events()]
     assert actions.count("repair") >= 4 + 3  # each run, and each deletion
     assert actions.count("diagnose") >= 6
     assert store.verify_audit().ok
@@ -239,7 +247,7 @@ def test_import_from_files_and_stdin(run: Invoke, tmp_path: Path, open_store: Op
     report = json_of(run("--json", "import", "app", str(json_file)))
     assert (report["processed"], report["skipped"]) == (1, 1)
     text = ok(run("import", "app", "-", input="FROM_STDIN=stdin-value\nDB_PASSWORD=new\n")).stdout
-    assert "import app: processed 1, skipped 1" in text
+    assert "import app: imported 1 secret, skipped 1" in text
     assert "stdin-value" not in text and "pa ss#word" not in text
     report = json_of(
         run(

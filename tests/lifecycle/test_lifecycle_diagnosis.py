@@ -26,7 +26,7 @@ DEK_OFFSET = 8 + 4 + 12  # header, header CRC, DEK nonce (see format.py)
 @pytest.fixture(autouse=True)
 def _one_namespace_per_kek_batch(monkeypatch: pytest.MonkeyPatch) -> None:
     """Tests here interrupt a KEK rewrap between namespaces; make each its own batch."""
-    monkeypatch.setattr("kmsbox.store.lifecycle._KEK_BATCH", 1)
+    monkeypatch.setattr("kmsbox.store.maintenance._KEK_BATCH", 1)
 
 
 class _Interrupted(Exception):
@@ -135,7 +135,7 @@ def test_a_lost_kek_version_is_found_then_repaired_with_confirmed_deletion(
     read_all(store, good)
     assert store.diagnose().ok
 
-    events = list(store.audit.iter_events())
+    events = list(store.iter_audit_events())
     repairs = [e for e in events if e.action == "repair"]
     assert {e.name for e in repairs if e.detail.get("deleted")} == {name for _, name in lost}
     assert lost_name in {e.name for e in repairs}

@@ -128,7 +128,7 @@ def test_import_from_dotenv_and_json_into_a_namespace(open_store: Opener) -> Non
     with pytest.raises(ValueError, match="on_conflict must be one of"):
         store.import_secrets({}, namespace="app", on_conflict="merge")
 
-    events = [e for e in store.audit.iter_events() if e.action == "import"]
+    events = [e for e in store.iter_audit_events() if e.action == "import"]
     assert len(events) == 9
     assert {e.detail["source"] for e in events} == {"import"}
     assert not any("changed" in repr(e.to_dict()) or "t-1" in repr(e.to_dict()) for e in events)
@@ -178,7 +178,7 @@ def test_import_rows_decrypts_legacy_ciphertext_with_the_users_function(open_sto
     expected = {("legacy", f"legacy_{i:03d}"): f"legacy secret {i} ✓" for i in range(30)}
     read_all(store, expected)
     assert store.info("legacy_000", namespace="legacy").labels == {"from": "v1-table"}
-    assert {e.detail["source"] for e in store.audit.iter_events() if e.action == "import"} == {"legacy-rows"}
+    assert {e.detail["source"] for e in store.iter_audit_events() if e.action == "import"} == {"legacy-rows"}
 
     # A row the function cannot decrypt stops the import, naming its position only.
     broken = [*table[:20], (99, "legacy_bad", os.urandom(12), b"not a ciphertext at all"), *table[20:]]

@@ -216,7 +216,7 @@ def _versions(store: SecretStore, ns: str) -> dict[tuple[str, int], tuple[bytes,
     after: tuple[str, int] | None = None
     while True:
         with store.backend.read() as tx:
-            batch = tx.versions_in_namespace(ns, after, 1000)
+            batch = tx.versions(ns, after, 1000)
         if not batch:
             return out
         out |= {(v.name, v.version): (v.blob, v.namespace_key_version) for v in batch}
@@ -318,7 +318,7 @@ def test_cleanup_expired_survives_sigkill(scenario: Scenario) -> None:
     assert list(store.iter_secrets(namespace="exp")) == []
     with pytest.raises(SecretNotFound):
         store.get("gone-0000", namespace="exp")
-    expired = [e for e in store.audit.iter_events() if e.action == "expire"]
+    expired = [e for e in store.iter_audit_events() if e.action == "expire"]
     assert sorted(str(e.name) for e in expired) == [f"gone-{i:04d}" for i in range(400)], "each deletion audited once"
 
 
@@ -335,5 +335,5 @@ def test_import_survives_sigkill(scenario: Scenario) -> None:
     sc.add("imp", values)
     store = sc.verify()
     assert all(len(store.history(name, namespace="imp")) == 1 for name in values), "nothing imported twice"
-    imported = [e for e in store.audit.iter_events() if e.action == "import" and e.namespace == "imp"]
+    imported = [e for e in store.iter_audit_events() if e.action == "import" and e.namespace == "imp"]
     assert len(imported) == 1500

@@ -59,7 +59,9 @@ def test_adding_an_escrow_kek_then_rewrap_copies_every_namespace_key_under_it(
 
     store = open_store(kek=[keyring.uri, second_keyring.uri])
     pending = store.status()["namespaces"]["app"]["pending"]
-    assert pending == [f"v1: no wrap under configured KEK {second_keyring.uri} (rewrap-namespace-keys)"]
+    assert pending == [
+        f"v1: no wrap under configured KEK {second_keyring.uri} (if that KEK is new: kmsbox rewrap-namespace-keys; if the store was migrated away from it: stop configuring it)"
+    ]
     assert "missing_wrap" in {i.code for i in store.diagnose().issues}
     report = store.rewrap_namespace_keys()
     assert (report.processed, report.remaining) == (3, 0)
@@ -93,7 +95,7 @@ def test_migrate_kek_from_env_to_file_then_drop_old_without_touching_a_secret(
     assert (again.processed, again.skipped, again.details["dropped_wraps"]) == (0, 5, 5)
     assert all(uris == {keyring.uri} for uris in _wrap_uris(store).values())
     assert secret_blobs(db_path) == before, "a KEK migration re-encrypts no secret"
-    assert [e.detail["to"] for e in store.audit.iter_events() if e.action == "migrate"] == [keyring.uri] * 2
+    assert [e.detail["to"] for e in store.iter_audit_events() if e.action == "migrate"] == [keyring.uri] * 2
     store.close()
 
     read_all(open_store(kek=[keyring.uri]), expected)

@@ -114,7 +114,9 @@ def test_kek_rewrap_of_one_namespace_and_dry_run(open_store: Opener, keyring: Ke
     assert (only_a.processed, only_a.remaining) == (1, 0)
     status = store.status()["namespaces"]
     assert status["a"]["pending"] == []
-    assert status["b"]["pending"] == [f"v1: wrap under {keyring.uri} is at v1, primary is v2 (rewrap-namespace-keys)"]
+    assert status["b"]["pending"] == [
+        f"v1: wrap under {keyring.uri} is at v1, primary is v2 (kmsbox rewrap-namespace-keys)"
+    ]
 
 
 # --- namespace-key rotation -----------------------------------------------------------
@@ -188,7 +190,7 @@ def test_writes_during_rotation_use_the_new_key_and_the_old_one_retires_when_unr
 
     # Still referenced: the old version stays rotating until every DEK has moved.
     pending = store.status("app")["namespaces"]["app"]["pending"]
-    assert pending == ["v1: 3 secret versions still under a rotating key (rewrap-deks)"]
+    assert pending == ["v1: 3 secret versions still under a rotating key (kmsbox rewrap-deks app)"]
     store.rewrap_deks("app")
     assert _key_statuses(store, "app") == {1: "retired", 2: "active"}
 
@@ -255,7 +257,7 @@ def test_mark_compromised_stops_new_wraps_and_reencrypt_moves_everything_off(ope
     assert _key_statuses(store, "app") == {1: "compromised", 2: "active"}
     info = store.status("app")["namespaces"]["app"]
     assert info["compromised"] == [1]
-    assert info["pending"] == ["v1: 20 secret versions under a compromised key (reencrypt)"]
+    assert info["pending"] == ["v1: 20 secret versions under a compromised key (kmsbox reencrypt app)"]
     store.put("fresh", "new value", namespace="app")
     expected[("app", "fresh")] = "new value"
     assert secret_blobs(db_path)[("app", "fresh", 1)][1] == 2, "a compromised key wraps nothing new"
@@ -314,7 +316,8 @@ def test_cleanup_retired_keys_deletes_unreferenced_and_refuses_referenced(open_s
 
     assert store.cleanup_retired_keys(dt.timedelta(hours=1)).details == {"deleted": [], "refused": []}
     dry = store.cleanup_retired_keys(dry_run=True)
-    assert dry.details["deleted"] == [{"namespace": "retiring", "version": 1}]
+    assert dry.details["would_delete"] == [{"namespace": "retiring", "version": 1}]
+    assert (dry.processed, dry.remaining) == (0, 1)  # what the real run then does
     assert ("retiring", 1, "retired") in _key_rows(db_path)
 
     report = store.cleanup_retired_keys()
@@ -332,7 +335,7 @@ def test_cleanup_retired_keys_deletes_unreferenced_and_refuses_referenced(open_s
     assert store.cleanup_retired_keys().details == {"deleted": [{"namespace": "leaked", "version": 1}], "refused": []}
     assert {(ns, v) for ns, v, _ in _key_rows(db_path) if ns != "!audit"} == {("retiring", 2), ("leaked", 2)}
     read_all(store, expected)
-    deleted = [e.detail for e in store.audit.iter_events() if e.action == "retire" and "deleted_version" in e.detail]
+    deleted = [e.detail for e in store.iter_audit_events() if e.action == "retire" and "deleted_versions" in e.detail]
     assert len(deleted) == 2
     assert store.verify_audit().ok
 

@@ -38,8 +38,10 @@ def cli_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, kek_uri: str, sqlit
 
 @pytest.fixture
 def run(cli_env: str) -> Invoke:
-    """Invoke ``kmsbox ARGS`` with optional stdin; returns click's Result."""
-    return invoker()
+    """Invoke ``kmsbox ARGS`` with optional stdin, on a store made with ``kmsbox init``."""
+    invoke = invoker()
+    ok(invoke("init"))
+    return invoke
 
 
 def _one_error_line(result: Result, code: str) -> str:
@@ -174,14 +176,18 @@ def test_disable_enable_delete_and_their_exit_codes(run: Invoke) -> None:
     _one_error_line(run("get", "ns", "s"), "denied")
     assert json_of(run("--json", "enable", "ns", "s")) == {"namespace": "ns", "name": "s", "status": "active"}
     assert ok(run("get", "ns", "s")).stdout == "v2\n"
-    assert json_of(run("--json", "delete", "ns", "s")) == {"namespace": "ns", "name": "s", "deleted_versions": 2}
+    assert json_of(run("--json", "delete", "ns", "s", "--yes")) == {
+        "namespace": "ns",
+        "name": "s",
+        "deleted_versions": 2,
+    }
     message = _one_error_line(run("get", "ns", "s"), "not_found")
     assert "'s'" in message and "ns" in message
-    _one_error_line(run("delete", "ns", "s"), "not_found")
+    _one_error_line(run("delete", "ns", "s", "--yes"), "not_found")
     _one_error_line(run("disable", "ns", "missing"), "not_found")
     _one_error_line(run("history", "ns", "missing"), "not_found")
     ok(run("put", "ns", "t", input="v"))
-    assert "deleted ns/t (1 versions)" in ok(run("delete", "ns", "t")).stdout
+    assert "deleted ns/t (1 version)" in ok(run("delete", "ns", "t", "--yes")).stdout
 
 
 def test_cleanup_removes_expired_secrets(run: Invoke, cli_env: str, kek_uri: str) -> None:
@@ -200,67 +206,134 @@ def test_cleanup_removes_expired_secrets(run: Invoke, cli_env: str, kek_uri: str
 # --- audit -------------------------------------------------------------------------------------
 
 
+def _user_events(events: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
+    # The store's own events (its schema marker, under "!audit") come first; these are the rest.
+    return [(e["namespace"], e["name"], e["action"], e["result"]) for e in events if e["namespace"] != "!audit"]
+
+
 def test_audit_list_filters_pages_and_never_shows_values(run: Invoke) -> None:
     ok(run("put", "ns", "a", input="value-aaaa-1234"))
     ok(run("put", "other", "b", input="value-bbbb-5678"))
     ok(run("get", "ns", "a"))
     run("get", "ns", "missing")
-    everything = json_of(run("--json", "audit", "list"))
-    assert [(e["namespace"], e["name"], e["action"], e["result"]) for e in everything["events"]] == [
+    everything = json_of(run("--json", "audit", "list"))["events"]
+    assert _user_events(everything) == [
+        ("ns", None, "create", "success"),  # the namespace's first key
         ("ns", "a", "create", "success"),
+        ("other", None, "create", "success"),
         ("other", "b", "create", "success"),
         ("ns", "a", "read", "success"),
         ("ns", "missing", "read", "failure"),
     ]
     assert "value-aaaa" not in json.dumps(everything) and "value-bbbb" not in json.dumps(everything)
-    assert len(json_of(run("--json", "audit", "list", "--namespace", "ns"))["events"]) == 3
+    assert len(json_of(run("--json", "audit", "list", "--namespace", "ns"))["events"]) == 4
     assert len(json_of(run("--json", "audit", "list", "--namespace", "ns", "--name", "a"))["events"]) == 2
-    assert len(json_of(run("--json", "audit", "list", "--action", "create"))["events"]) == 2
+    assert len(json_of(run("--json", "audit", "list", "--action", "create"))["events"]) == 4
     assert len(json_of(run("--json", "audit", "list", "--result", "failure"))["events"]) == 1
     future = (_dt.datetime.now(_dt.UTC) + _dt.timedelta(hours=1)).isoformat()
     assert json_of(run("--json", "audit", "list", "--since", future))["events"] == []
-    assert len(json_of(run("--json", "audit", "list", "--until", future))["events"]) == 4
+    assert json_of(run("--json", "audit", "list", "--until", future))["events"] == everything
+
+    # Pages follow one another through the opaque cursor, in the same order as one listing.
     page = json_of(run("--json", "audit", "list", "--limit", "3"))
-    assert len(page["events"]) == 3
-    rest = json_of(run("--json", "audit", "list", "--limit", "3", "--cursor", str(page["next_cursor"])))
-    assert [e["seq"] for e in rest["events"]] == [4]
+    assert page["events"] == everything[:3] and page["next_cursor"] == everything[2]["cursor"]
+    rest = json_of(run("--json", "audit", "list", "--limit", "100", "--cursor", page["next_cursor"]))
+    assert rest == {"events": everything[3:], "next_cursor": None}
+    assert f"more: --cursor {page['next_cursor']}" in ok(run("audit", "list", "--limit", "3")).stdout
+    assert json_of(run("--json", "audit", "list", "--cursor", "0")) == {"events": everything, "next_cursor": None}
+
     text = ok(run("audit", "list")).stdout
     assert "create" in text and "value-aaaa" not in text
     _one_error_line(run("audit", "list", "--since", "yesterday"), "usage")
     _one_error_line(run("audit", "list", "--action", "explode"), "usage")
+    assert "audit cursor" in _one_error_line(run("audit", "list", "--cursor", "12"), "usage")
+
+
+def _last_event(db_path: Path) -> tuple[int, int, int]:
+    with closing(sqlite3.connect(db_path)) as conn:
+        at, chain, seq = conn.execute(
+            "SELECT at, chain, seq FROM kmsbox_audit_events ORDER BY at DESC LIMIT 1"
+        ).fetchone()
+    return int(at), int(chain), int(seq)
 
 
 def test_audit_verify_and_checkpoint_find_tampering(run: Invoke, tmp_path: Path, db_path: Path) -> None:
     for i in range(4):
         ok(run("put", "ns", f"s{i}", input="v"))
-    assert "audit chain intact: 4 events" in ok(run("audit", "verify")).stdout
-    assert json_of(run("--json", "audit", "verify"))["ok"] is True
+    intact = ok(run("audit", "verify")).stdout
+    assert intact.startswith("audit log intact: ") and "4 secrets and 1 namespace match" in intact
+    report = json_of(run("--json", "audit", "verify"))
+    assert (report["ok"], report["secrets_checked"], report["problems"]) == (True, 4, [])
     checkpoint_file = tmp_path / "checkpoint.json"
-    assert "written to" in ok(run("audit", "checkpoint", "--output", str(checkpoint_file))).stdout
+    written = ok(run("audit", "checkpoint", "--to", str(checkpoint_file))).stdout
+    assert "written to" in written and checkpoint_file.stat().st_mode & 0o077 == 0
     printed = json.loads(ok(run("audit", "checkpoint")).stdout)
-    assert printed == json.loads(checkpoint_file.read_text())
-    assert printed["seq"] == 4
+    saved = json.loads(checkpoint_file.read_text())
+    assert printed["chains"] == saved["chains"]
+    assert sum(c["seq"] for c in saved["chains"]) == report["events_checked"]
     assert ok(run("audit", "verify", "--checkpoint", str(checkpoint_file))).exit_code == 0
 
-    # Cut the last event: the checkpoint notices.
+    # Cut the last event (and move its chain's head back to match): the checkpoint notices.
+    at, chain, seq = _last_event(db_path)
     with closing(sqlite3.connect(db_path, isolation_level=None)) as conn:
-        conn.execute("DELETE FROM kmsbox_audit_events WHERE seq = 4")
+        conn.execute("DELETE FROM kmsbox_audit_events WHERE at = ? AND chain = ? AND seq = ?", (at, chain, seq))
     broken = run("--json", "audit", "verify", "--checkpoint", str(checkpoint_file))
     assert broken.exit_code == EXIT_CODES["verify_failed"]
     report = json.loads(broken.stdout)
-    assert report["ok"] is False and any("truncated" in p for p in report["problems"])
+    assert report["ok"] is False and any(f"chain {chain}" in p for p in report["problems"])
 
     with closing(sqlite3.connect(db_path, isolation_level=None)) as conn:
-        conn.execute("UPDATE kmsbox_audit_events SET actor = 'mallory' WHERE seq = 2")
+        conn.execute("UPDATE kmsbox_audit_events SET actor = 'mallory' WHERE chain = ? AND seq = 2", (chain,))
     result = run("audit", "verify")
     assert result.exit_code == EXIT_CODES["verify_failed"]
-    assert "BROKEN" in result.stdout and "event 2" in result.stdout
+    assert "audit log BROKEN" in result.stdout and f"chain {chain}: event 2 was altered" in result.stdout
 
     bad = tmp_path / "bad.json"
     bad.write_text("not json")
     _one_error_line(run("audit", "verify", "--checkpoint", str(bad)), "usage")
     bad.write_text('{"seq": "x"}')
-    _one_error_line(run("audit", "verify", "--checkpoint", str(bad)), "usage")
+    assert "checkpoint 'seq'" in _one_error_line(run("audit", "verify", "--checkpoint", str(bad)), "usage")
+
+
+def test_an_old_single_chain_checkpoint_is_still_read(run: Invoke, tmp_path: Path) -> None:
+    ok(run("put", "ns", "s", input="v"))
+    old = tmp_path / "old.json"
+    old.write_text(json.dumps({"seq": 0, "mac": ""}), encoding="utf-8")
+    assert ok(run("audit", "verify", "--checkpoint", str(old))).stdout.startswith("audit log intact")
+
+
+def test_audit_verify_against_a_sinks_copy_finds_an_erased_event(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, db_path: Path, cli_env: str, kek_uri: str
+) -> None:
+    copy = tmp_path / "audit.jsonl"
+    config = tmp_path / "kmsbox.toml"
+    config.write_text(f'[audit]\nsinks = ["jsonl://{copy}"]\n', encoding="utf-8")
+    run = invoker()
+    ok(run("init"))
+    for i in range(3):
+        ok(run("put", "ns", f"s{i}", input=f"copied-value-{i}"))
+    assert "copied-value" not in copy.read_text()
+    good = ok(run("audit", "verify", "--against", str(copy))).stdout
+    assert "audit log intact" in good and f"audit copy {copy} intact" in good
+    report = json_of(run("--json", "audit", "verify", "--against", str(copy)))
+    assert report["ok"] is True and report["copy"]["records_checked"] >= 3 and report["copy"]["files"] == [str(copy)]
+
+    # Erase the last event and its chain head's trace through the database: the copy still has it.
+    at, chain, seq = _last_event(db_path)
+    with closing(sqlite3.connect(db_path, isolation_level=None)) as conn:
+        conn.execute("DELETE FROM kmsbox_audit_events WHERE at = ? AND chain = ? AND seq = ?", (at, chain, seq))
+    result = run("--json", "audit", "verify", "--against", str(copy))
+    assert result.exit_code == EXIT_CODES["verify_failed"]
+    report = json.loads(result.stdout)
+    assert report["ok"] is False and report["copy"]["ok"] is False
+    assert any(f"event {chain}:{seq}" in p and "erased" in p for p in report["copy"]["problems"])
+
+    not_a_copy = tmp_path / "other.jsonl"
+    not_a_copy.write_text("this is not a JSON line\n", encoding="utf-8")
+    assert "line 1" in _one_error_line(run("audit", "verify", "--against", str(not_a_copy)), "usage")
+    not_a_copy.write_bytes(b'{"chain": 0}\n\xff\xfe\n')
+    line = _one_error_line(run("audit", "verify", "--against", str(not_a_copy)), "usage")
+    assert "not UTF-8" in line or "no valid" in line
 
 
 def test_no_read_audit_skips_successful_reads(run: Invoke) -> None:
@@ -321,12 +394,13 @@ def test_bad_names_and_options_are_usage_errors(run: Invoke) -> None:
     _one_error_line(run("get", "ns", "s", "--version", "abc"), "usage")
     _one_error_line(run("no-such-command"), "usage")
     _one_error_line(run("get", "ns"), "usage")
-    assert json_of(run("--json", "list", "ns")) == {"items": [], "next_cursor": None}
+    assert "namespace 'ns' does not exist" in _one_error_line(run("--json", "list", "ns"), "not_found")
 
 
 def test_oversized_value_is_a_usage_error(run: Invoke) -> None:
+    ok(run("put", "ns", "small", input="v"))
     _one_error_line(run("put", "ns", "big", "--binary", input=b"x" * (1024 * 1024 + 1)), "usage")
-    assert json_of(run("--json", "list", "ns"))["items"] == []
+    assert [i["name"] for i in json_of(run("--json", "list", "ns"))["items"]] == ["small"]
 
 
 def test_corrupted_and_unreadable_secrets_have_their_exit_codes(

@@ -4,6 +4,7 @@ other rows keep working, diagnose finds it, and delete or repair can remove it."
 
 from __future__ import annotations
 
+import datetime as _dt
 import sqlite3
 from collections.abc import Callable
 from contextlib import closing
@@ -16,9 +17,15 @@ from kmsbox.cli import get_cli
 from kmsbox.cli.output import EXIT_CODES
 from kmsbox.errors import IntegrityError, SecretNotFound
 from kmsbox.storage.base import AuditFilter, MalformedRow
+from kmsbox.store.io import run
 from kmsbox.store.service import SecretStore
 
 Opener = Callable[..., SecretStore]
+
+
+def _rows(path: Path, statement: str, params: tuple[object, ...] = ()) -> list[tuple[object, ...]]:
+    with closing(sqlite3.connect(path)) as conn:
+        return [tuple(r) for r in conn.execute(statement, params).fetchall()]
 
 
 def _sql(path: Path, statement: str, params: tuple[object, ...] = ()) -> None:
@@ -46,9 +53,8 @@ METADATA = [
     ("created_at", "yesterday"),
     ("created_at", float("inf")),  # would not even survive `--json` output
     ("updated_at", b"\x00"),
-    ("access_count", "many"),
-    ("access_count", float("inf")),
-    ("last_accessed_at", "x"),
+    ("version_created_at", "later"),
+    ("seal", "not bytes"),
     ("row_version", "one"),
     ("row_version", 2**63 - 1),  # a put would overflow the column adding one
     ("category", b"\x00\xff"),
@@ -87,6 +93,9 @@ def test_malformed_metadata_is_a_typed_error_on_every_operation(
     found = [(i.code, i.secret, i.secret_version) for i in report.issues]
     if column == "version":  # the current version's number: its version row is malformed too
         assert found == [("secret_malformed", "victim", None), ("version_malformed", "victim", None)]
+        assert report.secret_versions_checked == 3
+    elif column == "version_created_at":  # the current version's time, in the same row
+        assert found == [("secret_malformed", "victim", None), ("version_malformed", "victim", 2)]
         assert report.secret_versions_checked == 3
     else:
         assert found == [("secret_malformed", "victim", None)]
@@ -154,22 +163,23 @@ def test_repair_keeps_a_row_fixed_after_the_diagnosis(open_test_store: Opener, d
     _sql(db_path, "UPDATE kmsbox_secrets SET labels = 'oops' WHERE name = 'victim'")
     doomed = [i for i in store.diagnose("ns").issues if i.destructive]
     _sql(db_path, """UPDATE kmsbox_secrets SET labels = '{"team": "x"}' WHERE name = 'victim'""")
-    assert store._delete_unrecoverable(doomed, []) == ["kept ns/victim: its row reads again"]
+    parts = store._parts  # the repair step itself, run on a diagnosis that is now out of date
+    assert run(parts.diagnosis._delete_unrecoverable(store._io, doomed, [])) == ["kept ns/victim: its row reads again"]
     assert store.get("victim", namespace="ns").value == "v2"
 
 
 @pytest.mark.parametrize(
     ("table", "column", "value", "issue", "left"),
     [
-        # The current version's columns: the secret goes, as for any unrecoverable current version.
-        ("kmsbox_secrets", "namespace_key_version", "one", ("version_malformed", 2, True), None),
-        ("kmsbox_secrets", "version_created_at", None, ("version_malformed", 2, True), None),
+        # The current version's envelope: the secret goes, as for any unrecoverable current version.
+        ("kmsbox_secrets", "blob", None, ("version_malformed", 2, True), None),
+        ("kmsbox_secrets", "blob", "text, not bytes", ("version_malformed", 2, True), None),
         # An old version: only that version goes.
-        ("kmsbox_secret_history", "namespace_key_version", 1.5, ("version_malformed", 1, True), "v2"),
         ("kmsbox_secret_history", "blob", "text, not bytes", ("version_malformed", 1, True), "v2"),
         ("kmsbox_secret_history", "created_at", "then", ("version_malformed", 1, True), "v2"),
         # No version number to delete by: kept for a person to restore or delete.
         ("kmsbox_secret_history", "version", "x", ("version_malformed", None, False), "v2"),
+        ("kmsbox_secret_history", "version", 1.5, ("version_malformed", None, False), "v2"),
     ],
 )
 def test_diagnose_reports_a_malformed_version_row_and_checks_the_rest(
@@ -191,7 +201,7 @@ def test_diagnose_reports_a_malformed_version_row_and_checks_the_rest(
     assert store.status()["namespaces"]["ns"]  # counting versions per key skips the malformed one
     store.repair(dry_run=False, confirm_delete=True)
     if left is None:
-        assert store.try_get("victim", namespace="ns").reason == "not_found"
+        assert store.try_get("victim", namespace="ns").reason == "not_found"  # the namespace stays
     elif issue[2]:
         assert store.get("victim", namespace="ns").value == left
         assert [v.version for v in store.history("victim", namespace="ns")] == [2]
@@ -205,18 +215,17 @@ def test_diagnose_reports_a_malformed_version_row_and_checks_the_rest(
 def test_a_non_integer_version_never_sends_a_key_job_round_in_circles(open_test_store: Opener, db_path: Path) -> None:
     store = _with_victim(open_test_store)
     store.rotate_namespace_key("ns")
-    _sql(db_path, "UPDATE kmsbox_secret_history SET namespace_key_version = 1.5 WHERE name = 'victim'")
+    _sql(db_path, "UPDATE kmsbox_secret_history SET version = 1.5 WHERE name = 'victim'")
     events = len(store.audit_events(limit=1000)[0])
-    # Re-encryption walks every version: it stops at that row with a typed error.
-    with pytest.raises(MalformedRow, match="'victim'"):
-        store.reencrypt("ns")
-    # A DEK rewrap selects by key version, so 1.5 is simply not one of key 1's versions.
-    assert store.rewrap_deks("ns").processed == 3  # alpha, zulu and victim v2
+    # Both jobs step past that row, name it, and move every other version.
+    report = store.rewrap_deks("ns")
+    assert report.processed == 3  # alpha, zulu and victim v2
+    assert report.details["malformed"] == ["victim v1.5"] or report.details["malformed"] == ["victim vNone"]
     assert len(store.audit_events(limit=1000)[0]) - events <= 4  # not an event per retried batch
+    again = store.reencrypt("ns")
+    assert again.processed == 3 and again.details["malformed"]
     store.repair(dry_run=False, confirm_delete=True)
-    assert store.reencrypt("ns").processed == 3
     assert [store.get(n, namespace="ns").value for n in ("alpha", "victim", "zulu")] == ["a", "v2", "z"]
-    assert [v.version for v in store.history("victim", namespace="ns")] == [2]
 
 
 def test_a_malformed_expired_secret_does_not_stop_the_cleanup_of_the_others(
@@ -224,15 +233,16 @@ def test_a_malformed_expired_secret_does_not_stop_the_cleanup_of_the_others(
 ) -> None:
     store = open_test_store()
     store.batch_size = 2
-    for name in ("a-old", "b-old", "victim", "z-old", "y-old"):
-        store.put(name, "v", namespace="ns", expires=3600)
+    past = _dt.datetime(2001, 1, 1, tzinfo=_dt.UTC)
+    for name in ("a-old", "b-old", "z-old", "y-old"):
+        store.put(name, "v", namespace="ns", expires=past)
+    store.put("victim", "v", namespace="ns", expires=3600)
     store.put("fresh", "f", namespace="ns")
     for name in ("bad-1", "bad-2", "bad-3"):  # more than a batch, expiring before the others
         store.put(name, "v", namespace="ns")
     _sql(
         db_path, "UPDATE kmsbox_secrets SET expires_at = 1, labels = 'oops' WHERE name LIKE 'bad-%' OR name = 'victim'"
     )
-    _sql(db_path, "UPDATE kmsbox_secrets SET expires_at = 2 WHERE name LIKE '%-old'")
     assert store.cleanup_expired() == 4
     assert [(i.code, i.secret) for i in store.diagnose("ns").issues] == [
         ("secret_malformed", name) for name in ("bad-1", "bad-2", "bad-3", "victim")
@@ -254,7 +264,7 @@ def test_text_that_is_not_utf8_is_a_typed_error_and_can_be_deleted(open_test_sto
     assert [i.name for i in store.list(namespace="ns").items] == ["alpha", "zulu"]
     _sql(db_path, "UPDATE kmsbox_audit_events SET actor = CAST(X'FF' AS TEXT) WHERE seq = 2")
     problems = store.verify_audit().problems
-    assert len(problems) == 1 and "cannot be read" in problems[0]
+    assert any("cannot be read" in p for p in problems)
 
 
 def test_a_namespace_key_row_with_a_blob_namespace_does_not_break_diagnosis(
@@ -264,7 +274,9 @@ def test_a_namespace_key_row_with_a_blob_namespace_does_not_break_diagnosis(
     store.put("t", "w", namespace="other")
     _sql(db_path, "UPDATE kmsbox_namespace_keys SET namespace = X'00' WHERE namespace = 'other'")
     report = store.diagnose()
-    assert report.namespaces_checked == 2  # the audit key's and ns: a blob cannot be addressed
+    # The audit key's, ns and other: other's key rows no longer match its sealed key state.
+    assert report.namespaces_checked == 3
+    assert ("key_state_altered", "other") in [(i.code, i.namespace) for i in report.issues]
     assert store.get("alpha", namespace="ns").value == "a"
 
 
@@ -297,7 +309,18 @@ def test_a_malformed_namespace_key_row_fails_that_namespace_only(
     assert [e.detail["reason"] for e in store.audit_events(AuditFilter(name="s", result="failure"))[0]] == ["integrity"]
     report = store.diagnose()
     assert [(i.code, i.namespace) for i in report.issues if i.severity == "critical"] == [("key_row_malformed", "ns")]
-    assert store.verify_audit().ok
+    verified = store.verify_audit()
+    assert [p for p in verified.problems if "'other'" in p] == []
+    assert any("namespace 'ns'" in p for p in verified.problems)
+
+
+def _event_of(db_path: Path, name: str) -> tuple[int, int, int]:
+    """(at, chain, seq) of the create event of secret ``name``."""
+    found = _rows(
+        db_path, "SELECT at, chain, seq FROM kmsbox_audit_events WHERE name = ? AND action = 'create'", (name,)
+    )
+    at, chain, seq = found[0]
+    return int(at), int(chain), int(seq)
 
 
 @pytest.mark.parametrize(
@@ -307,7 +330,8 @@ def test_a_malformed_namespace_key_row_fails_that_namespace_only(
         ("context", "not json", False),
         ("detail", "[]", False),
         ("secret_version", "v", False),
-        ("audit_key_version", float("inf"), False),
+        ("key_version", float("inf"), False),
+        ("state", "text, not bytes", False),
         ("context", '{"a": "\\ud800"}', True),  # valid JSON, but no UTF-8 for the MAC input
     ],
 )
@@ -318,42 +342,66 @@ def test_a_malformed_audit_event_is_reported_by_verify_and_the_store_goes_on(
     for i in range(4):
         store.put(f"s{i}", "v", namespace="ns")
     store.close()
-    _sql(db_path, f"UPDATE kmsbox_audit_events SET {column} = ? WHERE seq = 3", (value,))
+    at, chain, seq = _event_of(db_path, "s2")
+    _sql(db_path, f"UPDATE kmsbox_audit_events SET {column} = ? WHERE chain = ? AND seq = ?", (value, chain, seq))
     store = open_test_store()
 
     result = store.verify_audit()
     # Exactly that event: its MAC is intact, so the next one still follows it.
-    assert result.problems == ["event 3 was altered: it holds values kmsbox never writes"]
-    assert result.events_checked == result.head_seq  # it went on to the end
+    expected = [f"chain {chain}: event {seq} was altered: it holds values kmsbox never writes"]
+    if column in ("secret_version", "state"):  # the state it records can no longer be compared either
+        expected.append(
+            "the states the audit log records cannot all be read, so secrets were not all compared with them"
+        )
+    assert result.problems == expected
+    everything = result.events_checked  # it went on to the end
     if lists:
-        assert len(store.audit_events()[0]) == result.head_seq
+        assert len(store.audit_events(limit=1000)[0]) == everything
     else:
-        with pytest.raises(IntegrityError, match="audit event 3 is malformed"):
-            store.audit_events()
-    assert store.audit_events(after=3)[0]  # events after the damage still list
+        with pytest.raises(IntegrityError, match=f"audit event {chain}:{seq} is malformed"):
+            store.audit_events(limit=1000)
+    assert store.audit_events(after=f"{at}-{chain}-{seq}")[0]  # events after the damage still list
     store.put("after", "a", namespace="ns")
     assert store.get("after", namespace="ns").value == "a"
     assert store.verify_audit().problems == result.problems  # the new events chain on correctly
 
 
-def test_an_altered_mac_is_reported_and_later_events_chain_on_from_it(open_test_store: Opener, db_path: Path) -> None:
+def test_an_altered_mac_is_reported_and_later_events_chain_on_from_its_head(
+    open_test_store: Opener, db_path: Path
+) -> None:
     store = open_test_store()
     for i in range(6):
         store.put(f"s{i}", "v", namespace="ns")
     store.close()
-    _sql(db_path, "UPDATE kmsbox_audit_events SET mac = 'text mac' WHERE seq = 3")
-    _sql(db_path, "UPDATE kmsbox_audit_events SET mac = 'head' WHERE seq = (SELECT MAX(seq) FROM kmsbox_audit_events)")
+    _, chain, seq = _event_of(db_path, "s2")
+    _sql(db_path, "UPDATE kmsbox_audit_events SET mac = zeroblob(32) WHERE chain = ? AND seq = ?", (chain, seq))
     store = open_test_store()
-    head = store.verify_audit().head_seq
-    expected = [
-        "event 3 was altered, moved or does not follow its predecessor",
-        "event 4 was altered, moved or does not follow its predecessor",
-        f"event {head} was altered, moved or does not follow its predecessor",
+    report = store.verify_audit()
+    assert report.problems == [
+        f"chain {chain}: event {seq} was altered, moved or does not follow its predecessor",
+        f"chain {chain}: event {seq + 1} was altered, moved or does not follow its predecessor",
     ]
-    assert store.verify_audit().problems == expected
-    assert len(store.audit_events(limit=1000)[0]) == head  # a wrong MAC still lists
-    store.put("after", "a", namespace="ns")  # appends after a head whose MAC is text
-    assert store.verify_audit().problems == expected
+    assert len(store.audit_events(limit=1000)[0]) == report.events_checked  # a wrong MAC still lists
+    store.put("after", "a", namespace="ns")  # appends after the sealed head, not the altered event
+    assert store.verify_audit().problems == report.problems
+
+
+def test_a_chain_cut_back_together_with_its_head_is_found(open_test_store: Opener, db_path: Path) -> None:
+    store = open_test_store()
+    for i in range(4):
+        store.put(f"s{i}", "v", namespace="ns")
+    store.close()
+    ((chain, seq),) = _rows(db_path, "SELECT chain, seq FROM kmsbox_audit_chains WHERE seq > 0")
+    # The newest event goes, and the head row is set back to the one before it.
+    _sql(db_path, "DELETE FROM kmsbox_audit_events WHERE chain = ? AND seq = ?", (chain, seq))
+    ((at, mac),) = _rows(
+        db_path, "SELECT at, mac FROM kmsbox_audit_events WHERE chain = ? AND seq = ?", (chain, seq - 1)
+    )
+    _sql(db_path, "UPDATE kmsbox_audit_chains SET seq = ?, at = ?, mac = ? WHERE chain = ?", (seq - 1, at, mac, chain))
+    store = open_test_store()
+    assert store.verify_audit().problems[0] == f"chain {chain}: its head row was changed through the database"
+    store.put("after", "a", namespace="ns")  # a write moves to a chain whose head authenticates
+    assert store.get("after", namespace="ns").value == "a"
 
 
 @pytest.mark.parametrize(
@@ -396,5 +444,5 @@ def test_the_cli_prints_one_line_for_a_malformed_row(
     result = runner.invoke(get_cli(), ["get", "ns", "victim"])
     assert result.exit_code == EXIT_CODES["integrity"]
     assert result.stderr.strip() == "kmsbox: error: the stored row of secret 'victim' in namespace 'ns' is malformed"
-    assert runner.invoke(get_cli(), ["delete", "ns", "victim"]).exit_code == 0
+    assert runner.invoke(get_cli(), ["delete", "ns", "victim", "--yes"]).exit_code == 0
     assert runner.invoke(get_cli(), ["get", "ns", "victim"]).exit_code == EXIT_CODES["not_found"]

@@ -1,91 +1,85 @@
-"""A store written with schema 1 (every version in kmsbox_secret_versions) opens under
-schema 2 (the current version in its secret's row) with nothing lost or changed."""
+"""Stores written by earlier releases (schema 1 and 2: one audit chain, no seals) open
+under schema 3 with nothing lost: every value, version, status, label and read count
+kept, every old audit event still verifying, and every row sealed on that first open."""
 
 from __future__ import annotations
 
+import importlib.util
+import json
+import shutil
 import sqlite3
-from collections.abc import Callable
 from contextlib import closing
 from pathlib import Path
 
 import pytest
 
-from kmsbox.errors import SecretNotFound
-from kmsbox.storage.migrations import MIGRATIONS, SCHEMA_VERSION
-from kmsbox.storage.sqlite import SQLITE_DIALECT
-from kmsbox.store.service import SecretStore
-from kmsbox.testing.tamper import stored_blobs
+import kmsbox
+from kmsbox.errors import IntegrityError, SecretDisabled
+from kmsbox.storage.sql import SCHEMA_VERSION
 
-Opener = Callable[..., SecretStore]
-_KEPT_TABLES = ("kmsbox_namespace_keys", "kmsbox_namespace_key_wraps", "kmsbox_audit_events", "kmsbox_jobs")
+STORES = Path(__file__).parent.parent / "vectors" / "stores"
 
 
-def _downgrade_to_schema_1(current: Path, old: Path) -> None:
-    """Write ``old`` as schema 1 would have stored the same rows as ``current``."""
-    with closing(sqlite3.connect(old, isolation_level=None)) as conn:
-        conn.execute("BEGIN")
-        for statement in MIGRATIONS[0]:
-            assert isinstance(statement, str)
-            conn.execute(SQLITE_DIALECT.ddl(statement))
-        conn.execute("CREATE TABLE kmsbox_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
-        conn.execute("INSERT INTO kmsbox_meta VALUES ('schema_version', '1')")
-        conn.execute("ATTACH DATABASE ? AS cur", (str(current),))
-        for table in _KEPT_TABLES:
-            conn.execute(f"INSERT INTO {table} SELECT * FROM cur.{table}")
-        conn.execute(
-            "INSERT INTO kmsbox_secrets SELECT namespace, name, version, status, created_at, updated_at, expires_at, "
-            "category, description, labels, access_count, last_accessed_at, row_version FROM cur.kmsbox_secrets"
-        )
-        conn.execute(
-            "INSERT INTO kmsbox_secret_versions SELECT namespace, name, version, blob, namespace_key_version, "
-            "version_created_at FROM cur.kmsbox_secrets WHERE blob IS NOT NULL UNION ALL "
-            "SELECT namespace, name, version, blob, namespace_key_version, created_at FROM cur.kmsbox_secret_history"
-        )
-        conn.execute("COMMIT")
-        conn.execute("DETACH DATABASE cur")
+def _kek_hex() -> str:
+    spec = importlib.util.spec_from_file_location("legacy_generate", STORES / "generate.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    value: str = module.kek_hex()
+    return value
 
 
-def test_schema_1_store_upgrades_on_open_with_every_version_intact(open_test_store: Opener, tmp_path: Path) -> None:
-    current_path = tmp_path / "current.db"
-    store = open_test_store(f"sqlite:///{current_path}")
-    values = {}
-    for i in range(30):
-        for v in range(1 + i % 3):  # one, two or three versions
-            value = f"value {i}.{v}" if i % 2 else f"value {i}.{v}".encode()
-            store.put(f"s{i:02d}", value, namespace="app" if i < 20 else "other", labels={"n": str(i % 4)})
-            values[("app" if i < 20 else "other", f"s{i:02d}", v + 1)] = value
-    store.put("gone-current", "x", namespace="app")
-    store.put("gone-current", "y", namespace="app")
-    store.disable("s05", namespace="app")
-    store.close()
-    blobs = stored_blobs(current_path)
+@pytest.fixture
+def legacy_kek(monkeypatch: pytest.MonkeyPatch) -> str:
+    monkeypatch.setenv("KMSBOX_LEGACY_KEK", _kek_hex())
+    return "env://KMSBOX_LEGACY_KEK"
 
-    old_path = tmp_path / "old.db"
-    _downgrade_to_schema_1(current_path, old_path)
-    with closing(sqlite3.connect(old_path)) as conn:
-        # Repair used to be able to leave a secret whose current version was deleted.
-        conn.execute("DELETE FROM kmsbox_secret_versions WHERE name = 'gone-current' AND version = 2")
+
+def _copy(name: str, tmp_path: Path) -> Path:
+    target = tmp_path / name
+    shutil.copyfile(STORES / name, target)
+    return target
+
+
+@pytest.mark.parametrize("fixture", ["schema-1.db", "schema-2.db"])
+def test_an_older_store_upgrades_on_open_with_everything_kept(fixture: str, legacy_kek: str, tmp_path: Path) -> None:
+    path = _copy(fixture, tmp_path)
+    expected = json.loads((STORES / "expected.json").read_text(encoding="utf-8"))
+    with kmsbox.open_store(f"sqlite:///{path}", kek=legacy_kek) as store:
+        assert store.backend.schema_version() == SCHEMA_VERSION
+        for key, value in expected.items():
+            ns, name, version = key.split("/")
+            if (ns, name) == ("app", "s05"):
+                with pytest.raises(SecretDisabled):
+                    store.get(name, namespace=ns, version=int(version))
+                continue
+            assert store.get(name, namespace=ns, version=int(version)).value == value
+        assert [v.version for v in store.history("s02", namespace="app")] == [1, 2, 3]
+        assert store.info("s05", namespace="app").status == "disabled"
+        assert store.info("s01", namespace="app").labels == {"n": "1"}
+        assert store.info("s01", namespace="app").access_count >= 3
+        # The rotation and rewrap the old release did are still there.
+        keys = store.status("app")["namespaces"]["app"]["keys"]
+        assert [(k["version"], k["status"]) for k in keys] == [(1, "retired"), (2, "active")]
+        report = store.verify_audit()
+        assert report.ok, report.problems
+        upgrades = [e for e in store.iter_audit_events() if e.action == "upgrade"]
+        assert len(upgrades) == 1 and upgrades[0].detail["schema"] == SCHEMA_VERSION
+        # And it keeps working: versions go on from where the old release left them.
+        assert store.put("s01", "newest", namespace="app").version == 3
+        assert store.get("s01", namespace="app").value == "newest"
+        assert store.verify_audit().ok
+
+
+def test_the_first_open_seals_and_a_later_unsealed_row_is_refused(legacy_kek: str, tmp_path: Path) -> None:
+    path = _copy("schema-2.db", tmp_path)
+    kmsbox.open_store(f"sqlite:///{path}", kek=legacy_kek).close()
+    with closing(sqlite3.connect(path)) as conn:
+        # What a database-only attacker would try: unseal a row to have it sealed again.
+        conn.execute("UPDATE kmsbox_secrets SET seal = NULL, status = 'active' WHERE name = 's05'")
         conn.commit()
-    del blobs[("app", "gone-current", 2)]
-
-    upgraded = open_test_store(f"sqlite:///{old_path}")
-    assert upgraded.backend.schema_version() == SCHEMA_VERSION
-    assert stored_blobs(old_path) == blobs  # moved, not rewritten
-    for (ns, name, version), value in values.items():
-        if (ns, name) == ("app", "s05"):
-            continue
-        assert upgraded.get(name, namespace=ns, version=version).value == value
-    assert [v.version for v in upgraded.history("s02", namespace="app")] == [1, 2, 3]
-    assert upgraded.history("s02", namespace="app")[-1].current
-    assert upgraded.info("s05", namespace="app").status == "disabled"
-    assert upgraded.get("gone-current", namespace="app", version=1).value == "x"
-    with pytest.raises(SecretNotFound):
-        upgraded.get("gone-current", namespace="app")
-    assert upgraded.verify_audit().ok
-    assert [s.name for s in upgraded.list(namespace="app", label="n=1").items] == [
-        f"s{i:02d}" for i in range(20) if i % 4 == 1
-    ]
-    # And it keeps working: a new version moves the upgraded current one to the history.
-    upgraded.put("s01", "newest", namespace="app")
-    assert upgraded.get("s01", namespace="app").value == "newest"
-    assert upgraded.get("s01", namespace="app", version=2).value == values[("app", "s01", 2)]
+    with kmsbox.open_store(f"sqlite:///{path}", kek=legacy_kek) as store:
+        with pytest.raises(IntegrityError):
+            store.get("s05", namespace="app")
+        assert [e for e in store.iter_audit_events() if e.action == "upgrade"].__len__() == 1
+        assert not store.verify_audit().ok

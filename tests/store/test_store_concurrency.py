@@ -86,12 +86,12 @@ def test_processes_writing_one_sqlite_file_lose_no_update(kek_uri: str, sqlite_u
             assert len(own) == PUTS_PER_PROCESS
             latest = store.get(f"own-{w}", namespace=f"tenant-{w % 2}").value
             assert latest == f"w{w}-{PUTS_PER_PROCESS - 1}"
-        writes = [e for e in store.audit.iter_events() if e.action in ("create", "update")]
+        writes = [e for e in store.iter_audit_events() if e.action in ("create", "update") and e.name is not None]
         assert len(writes) == 2 * total
         assert store.verify_audit().ok
         # Each process's reads were audited with its own actor on the shared secret.
         for w in range(PROCESSES):
-            mine = list(store.audit.iter_events(AuditFilter(namespace="app:prod", name="shared")))
+            mine = list(store.iter_audit_events(AuditFilter(namespace="app:prod", name="shared")))
             assert sum(1 for e in mine if e.actor == f"worker-{w}") == PUTS_PER_PROCESS
         assert len(store.namespaces()) == 3
 

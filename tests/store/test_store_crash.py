@@ -67,8 +67,8 @@ def test_sigkill_during_writes_never_separates_a_write_from_its_audit_event(
         assert report.ok, report.problems
 
         writes: dict[tuple[str | None, str | None, int | None], int] = {}
-        for event in store.audit.iter_events():
-            if event.action in ("create", "update"):
+        for event in store.iter_audit_events():
+            if event.action in ("create", "update") and event.name is not None:
                 assert event.result == "success"
                 key = (event.namespace, event.name, event.secret_version)
                 writes[key] = writes.get(key, 0) + 1

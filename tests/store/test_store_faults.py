@@ -240,13 +240,14 @@ def test_reordered_audit_events_are_found(audited: SecretStore, db_path: Path) -
 
 
 def test_forged_audit_event_is_found(audited: SecretStore, db_path: Path) -> None:
-    (head,) = _sql(db_path, "SELECT MAX(seq) FROM kmsbox_audit_events")[0]
-    assert isinstance(head, int)
+    chain, head, at = _sql(db_path, "SELECT chain, seq, at FROM kmsbox_audit_chains ORDER BY seq DESC LIMIT 1")[0]
+    assert isinstance(head, int) and isinstance(at, int)
     _sql(
         db_path,
-        "INSERT INTO kmsbox_audit_events (seq, time, namespace, name, secret_version, action, result, actor, "
-        "context, detail, audit_key_version, mac) VALUES (?, 0, 'ns', 's0', 1, 'read', 'success', 'x', '{}', '{}', 1, ?)",
-        (head + 1, os.urandom(32)),
+        "INSERT INTO kmsbox_audit_events (chain, seq, at, time, namespace, name, secret_version, action, result, "
+        "actor, context, detail, key_version, mac, record) "
+        "VALUES (?, ?, ?, ?, 'ns', 's0', 1, 'read', 'success', 'x', '{}', '{}', 1, ?, 2)",
+        (chain, head + 1, at + 1, (at + 1) / 1e6, os.urandom(32)),
     )
     report = audited.verify_audit()
     assert not report.ok
@@ -261,19 +262,43 @@ def test_checkpoint_detects_a_truncated_tail(
     checkpoint = Checkpoint.from_dict(json.loads(json.dumps(audited.audit_checkpoint().to_dict())))
     assert audited.verify_audit(checkpoint).ok
     audited.close()
-    keep = 0 if cut == "all" else checkpoint.seq - int(cut)
-    _sql(db_path, "DELETE FROM kmsbox_audit_events WHERE seq > ?", (keep,))
+    head = max(checkpoint.heads, key=lambda h: h.seq)
+    keep = 0 if cut == "all" else head.seq - int(cut)
+    # Cut the chain back and its head row with it (what an attacker would do to hide it).
+    _sql(db_path, "DELETE FROM kmsbox_audit_events WHERE chain = ? AND seq > ?", (head.chain, keep))
+    last = _sql(
+        db_path, "SELECT seq, at, mac FROM kmsbox_audit_events WHERE chain = ? ORDER BY seq DESC LIMIT 1", (head.chain,)
+    )
+    seq, at, mac = last[0] if last else (0, 0, b"")
+    _sql(db_path, "UPDATE kmsbox_audit_chains SET seq = ?, at = ?, mac = ? WHERE chain = ?", (seq, at, mac, head.chain))
     store = open_test_store()
     report = store.verify_audit(checkpoint)
     assert not report.ok
-    assert any("truncated" in p for p in report.problems)
+    assert any("cut back" in p for p in report.problems)
     # New events appended after the cut do not hide it either.
-    store.put("after-the-cut", "v", namespace="ns")
+    if cut == "all":
+        # The record of the namespace's keys went with the cut: no write builds on them now.
+        with pytest.raises(IntegrityError):
+            store.put("after-the-cut", "v", namespace="ns")
+    else:
+        store.put("after-the-cut", "v", namespace="ns")
     assert not store.verify_audit(checkpoint).ok
 
 
 def test_checkpoint_parsing_rejects_malformed_input() -> None:
-    for bad in ({}, {"seq": 1}, {"seq": -1, "mac": "00"}, {"seq": 1, "mac": "zz"}, {"seq": "1", "mac": "00"}, None):
+    for bad in (
+        {},
+        {"seq": 1},
+        {"seq": -1, "mac": "00"},
+        {"seq": 1, "mac": "zz"},
+        {"seq": "1", "mac": "00"},
+        None,
+        {"chains": None},
+        {"chains": [{"chain": 1, "seq": 1}]},
+        {"chains": [{"chain": 1, "seq": 1, "mac": "00"}, {"chain": 1, "seq": 2, "mac": "00"}]},
+        {"chains": [{"chain": 2**40, "seq": 1, "mac": "00"}]},
+        {"chains": [], "taken_at": "yesterday"},
+    ):
         with pytest.raises(ValueError):
             Checkpoint.from_dict(bad)  # type: ignore[arg-type]
 
@@ -390,7 +415,7 @@ def test_reads_across_ten_namespaces_cost_one_unwrap_each(kek_uri: str, sqlite_u
 def test_first_write_creates_the_namespace_key_and_reads_do_not(open_test_store: Opener, db_path: Path) -> None:
     store = open_test_store()
     before = _sql(db_path, "SELECT COUNT(*) FROM kmsbox_namespace_keys")[0][0]
-    assert store.try_get("x", namespace="fresh").reason == "not_found"
+    assert store.try_get("x", namespace="fresh").reason == "namespace_not_found"
     assert store.list(namespace="fresh").items == []
     assert _sql(db_path, "SELECT COUNT(*) FROM kmsbox_namespace_keys")[0][0] == before
     store.put("x", "v", namespace="fresh")
@@ -436,8 +461,8 @@ def test_open_store_from_kmsbox_toml_in_the_working_folder(
     with kmsbox.open_store() as store:
         assert store.audit_reads is False
         assert store.max_value_size == 16
-        assert store.keyring.cache.max_age == 10
-        assert store.data_keys is None
+        assert store.key_cache.max_age == 10
+        assert store.data_key_cache is None
         store.put("k", "0123456789abcdef", namespace="n")
         with pytest.raises(ValueError, match="limit is 16"):
             store.put("k", "0123456789abcdefg", namespace="n")
@@ -479,7 +504,7 @@ def test_kek_list_in_the_environment_gives_escrow_copies(
     monkeypatch.setenv("KMSBOX_ESCROW_KEY", os.urandom(32).hex())
     monkeypatch.setenv("KMSBOX_KEK", f"{kek_uri}, env://KMSBOX_ESCROW_KEY")
     with kmsbox.open_store(sqlite_url) as store:
-        assert [k.uri for k in store.keyring.keks] == [kek_uri, "env://KMSBOX_ESCROW_KEY"]
+        assert [k.uri for k in store.keks] == [kek_uri, "env://KMSBOX_ESCROW_KEY"]
         store.put("k", "v", namespace="n")
     # Either KEK alone opens the store and reads the secret.
     monkeypatch.delenv("KMSBOX_KEK")
@@ -534,9 +559,9 @@ def test_a_kms_outage_fails_puts_and_gets_with_an_audited_provider_error() -> No
     kek.retry = RetryPolicy(max_attempts=1)
     with SecretStore(open_storage("memory://"), [kek]) as store:
         store.put("s", "v", namespace="ns")
-        store.keyring.cache.clear()  # the next read must ask the KMS again
-        assert store.data_keys is not None
-        store.data_keys.clear()
+        store.key_cache.clear()  # the next read must ask the KMS again
+        assert store.data_key_cache is not None
+        store.data_key_cache.clear()
         kek.faults.configure(rate=1.0, kind="unavailable")
         with pytest.raises(ProviderError):
             store.put("t", "v", namespace="fresh")  # a new namespace needs a wrap
@@ -742,10 +767,10 @@ def test_reads_reuse_data_keys_but_still_check_every_value(open_test_store: Open
     store = open_test_store()
     store.put("s", "first", namespace="ns")
     assert store.get("s", namespace="ns").value == "first"
-    assert store.data_keys is not None
-    hits = store.data_keys.stats.hits
+    assert store.data_key_cache is not None
+    hits = store.data_key_cache.stats.hits
     assert store.get("s", namespace="ns").value == "first"
-    assert store.data_keys.stats.hits == hits + 1
+    assert store.data_key_cache.stats.hits == hits + 1
     # A flipped bit in the value ciphertext still fails with the data key cached.
     blob = _blob(db_path, "ns", "s", 1)
     _set_blob(db_path, "ns", "s", 1, blob[:-1] + bytes([blob[-1] ^ 1]))
@@ -754,13 +779,13 @@ def test_reads_reuse_data_keys_but_still_check_every_value(open_test_store: Open
     # A new version gets a new data key; the cache is bounded by its size.
     store.put("s", "second", namespace="ns")
     assert store.get("s", namespace="ns").value == "second"
-    assert len(store.data_keys) <= store.data_keys.max_entries
+    assert len(store.data_key_cache) <= store.data_key_cache.max_entries
 
 
 def test_data_key_cache_can_be_turned_off(kek_uri: str, sqlite_url: str) -> None:
     with SecretStore(open_storage(sqlite_url), [open_kek(kek_uri)], data_key_cache_size=0) as store:
         store.put("s", "v", namespace="ns")
-        assert store.data_keys is None
+        assert store.data_key_cache is None
         assert store.get("s", namespace="ns").value == "v"
 
 
@@ -771,18 +796,18 @@ def test_a_cached_data_key_never_outlives_its_namespace_key() -> None:
     with SecretStore(open_storage("memory://"), [kek]) as store:
         store.put("s", "v", namespace="ns")
         assert store.get("s", namespace="ns").value == "v"
-        assert store.data_keys is not None and len(store.data_keys) == 1
+        assert store.data_key_cache is not None and len(store.data_key_cache) == 1
         first = kek.primary_version()
         kek.rotate()
         kek.destroy_version(first)
-        store.keyring.cache.clear()  # the namespace key's cache lifetime is over
+        store.key_cache.clear()  # the namespace key's cache lifetime is over
         with pytest.raises(KeyUnavailable):
             store.get("s", namespace="ns")
 
 
 @pytest.mark.parametrize(
     ("column", "value"),
-    [("namespace_key_version", None), ("version_created_at", "soon"), ("namespace_key_version", "one")],
+    [("blob", None), ("version_created_at", "soon"), ("version", "one"), ("seal", "text")],
 )
 def test_a_malformed_stored_row_is_an_integrity_error_and_is_audited(
     open_test_store: Opener, db_path: Path, column: str, value: object

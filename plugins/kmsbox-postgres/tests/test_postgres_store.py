@@ -100,88 +100,23 @@ def test_a_malformed_row_on_postgres_is_a_typed_error_that_diagnose_and_delete_h
         store.put("bystander", "w", namespace="ns")
         with psycopg.connect(postgres_server_url, autocommit=True) as conn:
             conn.execute(f'UPDATE "{schema}".kmsbox_secrets SET {column} = %s WHERE name = %s', (value, "victim"))
-            conn.execute(f'UPDATE "{schema}".kmsbox_audit_events SET context = %s WHERE seq = 1', ("nope",))
+            ((chain,),) = conn.execute(
+                f'SELECT chain FROM "{schema}".kmsbox_audit_events WHERE name = %s AND action = %s',
+                ("bystander", "create"),
+            ).fetchall()
+            conn.execute(
+                f'UPDATE "{schema}".kmsbox_audit_events SET context = %s WHERE chain = %s AND seq = 1', ("nope", chain)
+            )
         with pytest.raises(IntegrityError, match="'victim' in namespace 'ns' is malformed"):
             store.get("victim", namespace="ns")
         assert store.get("bystander", namespace="ns").value == "w"
-        assert store.audit_events(AuditFilter(name="victim"), after=1)[0][-1].result == "failure"
+        assert store.audit_events(AuditFilter(name="victim"))[0][-1].result == "failure"
         assert [(i.code, i.secret) for i in store.diagnose("ns").issues] == [("secret_malformed", "victim")]
         verification = store.verify_audit()
-        assert verification.problems[0].startswith("event 1 was altered")
-        assert verification.events_checked == verification.head_seq
+        assert verification.problems[0].startswith(f"chain {chain}: event 1 was altered")
         store.delete("victim", namespace="ns")
         with pytest.raises(SecretNotFound):
             store.get("victim", namespace="ns")
-
-
-def test_a_populated_schema_1_store_upgrades_on_postgres_with_every_version_intact(
-    postgres_url: str, postgres_server_url: str, kmsbox_local_kek: str
-) -> None:
-    """Migration 2 on the real server: a store written in the schema-1 layout (every
-    version in kmsbox_secret_versions) opens with its envelopes moved, not rewritten."""
-    import psycopg
-    from kmsbox_postgres.backend import POSTGRES_DIALECT
-    from kmsbox_postgres.testing import with_query
-
-    from kmsbox.storage.migrations import MIGRATIONS, SCHEMA_VERSION
-
-    current = postgres_url.rsplit("schema=", 1)[1]
-    values: dict[tuple[str, int], str] = {}
-    with kmsbox.open_store(postgres_url, kek=kmsbox_local_kek) as store:
-        for i in range(12):
-            for v in range(1 + i % 3):
-                store.put(f"s{i:02d}", f"value {i}.{v}", namespace="app", labels={"n": str(i % 2)})
-                values[(f"s{i:02d}", v + 1)] = f"value {i}.{v}"
-        store.disable("s03", namespace="app")
-    old = f"{current}_v1"
-    with psycopg.connect(postgres_server_url, autocommit=True) as conn:
-        conn.execute(f'CREATE SCHEMA "{old}"')
-        conn.execute(f'SET search_path TO "{old}"')
-        with conn.transaction():
-            for statement in MIGRATIONS[0]:
-                assert isinstance(statement, str)
-                conn.execute(POSTGRES_DIALECT.ddl(statement))
-            conn.execute("CREATE TABLE kmsbox_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
-            conn.execute("INSERT INTO kmsbox_meta VALUES ('schema_version', '1')")
-            for table in ("kmsbox_namespace_keys", "kmsbox_namespace_key_wraps", "kmsbox_audit_events"):
-                conn.execute(f'INSERT INTO {table} SELECT * FROM "{current}".{table}')
-            conn.execute(
-                "INSERT INTO kmsbox_secrets SELECT namespace, name, version, status, created_at, updated_at, "
-                "expires_at, category, description, labels, access_count, last_accessed_at, row_version "
-                f'FROM "{current}".kmsbox_secrets'
-            )
-            conn.execute(
-                "INSERT INTO kmsbox_secret_versions SELECT namespace, name, version, blob, namespace_key_version, "
-                f'version_created_at FROM "{current}".kmsbox_secrets WHERE blob IS NOT NULL UNION ALL '
-                "SELECT namespace, name, version, blob, namespace_key_version, created_at "
-                f'FROM "{current}".kmsbox_secret_history'
-            )
-        blobs = conn.execute("SELECT namespace, name, version, blob FROM kmsbox_secret_versions").fetchall()
-    assert len(blobs) == len(values)
-    old_url = with_query(postgres_server_url, f"schema={old}")
-    try:
-        with kmsbox.open_store(old_url, kek=kmsbox_local_kek) as upgraded:
-            assert upgraded.backend.schema_version() == SCHEMA_VERSION
-            with psycopg.connect(postgres_server_url, autocommit=True) as conn:
-                conn.execute(f'SET search_path TO "{old}"')
-                moved = conn.execute(
-                    "SELECT namespace, name, version, blob FROM kmsbox_secrets WHERE blob IS NOT NULL "
-                    "UNION ALL SELECT namespace, name, version, blob FROM kmsbox_secret_history"
-                ).fetchall()
-                assert conn.execute("SELECT to_regclass('kmsbox_secret_versions')").fetchone() == (None,)
-            assert sorted(moved) == sorted(blobs)  # byte-identical envelopes
-            for (name, version), value in values.items():
-                if name != "s03":
-                    assert upgraded.get(name, namespace="app", version=version).value == value
-            assert upgraded.info("s03", namespace="app").status == "disabled"
-            assert [v.version for v in upgraded.history("s02", namespace="app")] == [1, 2, 3]
-            assert upgraded.verify_audit().ok
-            upgraded.put("s01", "newest", namespace="app")
-            assert upgraded.get("s01", namespace="app").value == "newest"
-            assert upgraded.get("s01", namespace="app", version=2).value == values[("s01", 2)]
-    finally:
-        with psycopg.connect(postgres_server_url, autocommit=True) as conn:
-            conn.execute(f'DROP SCHEMA IF EXISTS "{old}" CASCADE')
 
 
 def test_cleanup_leaves_a_secret_renewed_after_its_batch_was_listed(
@@ -203,8 +138,8 @@ def test_cleanup_leaves_a_secret_renewed_after_its_batch_was_listed(
         time.sleep(0.3)
         listing = SqlTransaction.expired_secrets
 
-        def list_then_renew(tx: SqlTransaction, before: float, limit: int) -> list[object]:
-            rows = listing(tx, before, limit)
+        def list_then_renew(tx: SqlTransaction, before: float, limit: int, *, after: object = None) -> list[object]:
+            rows = listing(tx, before, limit, after=after)  # type: ignore[arg-type]
             # Another connection renews one listed secret and commits before the delete.
             renew = threading.Thread(
                 target=writer.put, args=("renewed", "new"), kwargs={"namespace": "ns", "expires": 3600}
@@ -220,5 +155,5 @@ def test_cleanup_leaves_a_secret_renewed_after_its_batch_was_listed(
         secret = cleaner.get("renewed", namespace="ns")
         assert (secret.value, secret.version) == ("new", 2)
         assert not cleaner.try_get("stale", namespace="ns").ok
-        expired = [e.name for e in cleaner.audit.iter_events(AuditFilter(action="expire"))]
+        expired = [e.name for e in cleaner.iter_audit_events(AuditFilter(action="expire"))]
         assert expired == ["stale"]

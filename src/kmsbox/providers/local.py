@@ -46,6 +46,8 @@ _HEX_RE = re.compile(r"^[0-9a-fA-F]{64}$")
 class LocalKekProvider(BaseKekProvider):
     """AES-256-GCM key wrapping under versioned keys held in memory."""
 
+    in_process = True
+
     def __init__(self, uri: str, keys: Mapping[str, bytes], primary: str, source: str) -> None:
         super().__init__(uri)
         if primary not in keys:

@@ -1,14 +1,18 @@
 """The embedded default backend: one SQLite file (stdlib ``sqlite3``).
 
-``sqlite:///relative/path.db`` or ``sqlite:////absolute/path.db`` (the
-SQLAlchemy convention: the path is what follows the third slash). WAL journal,
-a busy time-out, ``BEGIN IMMEDIATE`` for writes so that writers queue instead of
-failing, and the shared migrations on open. A default plugin.
+``sqlite:///relative/path.db`` or ``sqlite:////absolute/path.db`` (the SQLAlchemy
+convention: the path is what follows the third slash). The file is created readable by
+its owner only (0600, and SQLite gives its ``-wal`` and ``-shm`` files the same mode),
+with WAL journaling, ``secure_delete`` on (deleted values are overwritten, whatever the
+distribution's build default), a busy time-out, and ``BEGIN IMMEDIATE`` for writes so
+that writers queue instead of failing. An :class:`~kmsbox.storage.sql.SqlEngine` on the
+public SQL base; a default plugin.
 """
 
 from __future__ import annotations
 
 import math
+import os
 import sqlite3
 import time
 from pathlib import Path
@@ -18,7 +22,11 @@ from urllib.parse import parse_qsl, unquote, urlparse
 from kmsbox.errors import ConfigError, ConflictError, KmsboxError, StorageError
 from kmsbox.hookspecs import hookimpl
 from kmsbox.storage.base import MalformedRow
-from kmsbox.storage.sql import Dialect, SqlBackend
+from kmsbox.storage.sql import SqlBackend, SqlDialect, Statement
+
+__all__ = ["SQLITE_DIALECT", "SqliteEngine", "not_utf8", "open_sqlite"]
+
+SQLITE_DIALECT = SqlDialect(name="sqlite", without_rowid=" WITHOUT ROWID", greatest="MAX")
 
 
 def not_utf8(exc: BaseException) -> bool:
@@ -26,40 +34,49 @@ def not_utf8(exc: BaseException) -> bool:
     return isinstance(exc, sqlite3.OperationalError) and "Could not decode to UTF-8" in str(exc)
 
 
-__all__ = ["SQLITE_DIALECT", "SqliteBackend", "open_sqlite"]
-
-
 def _is_conflict(exc: BaseException) -> bool:
     return isinstance(exc, sqlite3.IntegrityError) and "UNIQUE" in str(exc).upper()
 
 
-SQLITE_DIALECT = Dialect(
-    name="sqlite",
-    without_rowid=" WITHOUT ROWID",
-    caches_audit_head=True,
-    is_conflict=_is_conflict,
-    is_undecodable=not_utf8,
-)
+def _create_private(path: str) -> None:
+    """Create an empty database file readable by its owner only, whatever the umask."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return
+    except OSError as exc:
+        raise ConfigError(f"SQLite store {path} cannot be created: {exc.strerror}") from None
+    try:
+        os.fchmod(fd, 0o600)
+    finally:
+        os.close(fd)
 
 
-class SqliteBackend(SqlBackend):
-    """SQLite file storage. ``busy_timeout`` is how long a writer waits for the lock (seconds)."""
+class SqliteEngine:
+    """SQLite file storage. ``busy_timeout`` is how long a writer waits for the lock
+    (seconds); with ``create`` False a missing file is a ConfigError, not a new store."""
 
     dialect = SQLITE_DIALECT
     # Reads run in autocommit: each statement sees its own committed snapshot, the same
     # guarantee as PostgreSQL's READ COMMITTED, without BEGIN/COMMIT.
     autocommit_reads = True
 
-    def __init__(self, url: str, path: str, *, busy_timeout: float = 60.0) -> None:
+    def __init__(self, path: str, *, busy_timeout: float = 60.0, create: bool = True) -> None:
         self.path = path
         self.busy_timeout = busy_timeout
         if path != ":memory:":
             parent = Path(path).absolute().parent
             if not parent.is_dir():
                 raise ConfigError(f"SQLite store folder {parent} does not exist")
-        super().__init__(url)
+            if not os.path.exists(path):
+                if not create:
+                    raise ConfigError(
+                        f"no kmsbox store at {path}: check the path, or create one (kmsbox init, or any command that writes)"
+                    )
+                _create_private(path)
 
-    def _connect(self) -> Any:
+    def connect(self) -> Any:
+        """A connection with kmsbox's settings (ConfigError when the file cannot be opened)."""
         try:
             conn = sqlite3.connect(
                 self.path, timeout=min(self.busy_timeout, 5.0), isolation_level=None, check_same_thread=False
@@ -67,15 +84,38 @@ class SqliteBackend(SqlBackend):
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=NORMAL")
             conn.execute("PRAGMA cache_size=-32768")
+            # Deleted rows are overwritten with zeros, not left in free pages.
+            conn.execute("PRAGMA secure_delete=ON")
         except sqlite3.DatabaseError as exc:
-            raise ConfigError(f"SQLite store {self.path} cannot be opened: {exc}") from exc
+            raise ConfigError(f"SQLite store {self.path} cannot be opened: {exc}") from None
         return conn
 
-    def _begin(self, conn: Any, write: bool) -> None:
-        if not write:  # not called for reads (autocommit_reads); kept for direct callers
+    def connect_nowait(self) -> Any:
+        """A connection that never waits for a lock (an event loop's: SQLITE_BUSY at once)."""
+        conn = self.connect()
+        conn.execute("PRAGMA busy_timeout = 0")
+        return conn
+
+    def begin_nowait(self, conn: Any, write: bool) -> bool:
+        """Try to start a transaction once; False if the write lock is taken."""
+        try:
+            conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+        except sqlite3.OperationalError as exc:
+            if self.is_busy(exc):
+                return False
+            raise
+        return True
+
+    def is_busy(self, exc: BaseException) -> bool:
+        """Whether an error means "the database is locked" (the no-wait path then waits elsewhere)."""
+        return isinstance(exc, sqlite3.OperationalError) and ("locked" in str(exc) or "busy" in str(exc))
+
+    def begin(self, conn: Any, write: bool) -> None:
+        """``BEGIN IMMEDIATE`` for writes, retried past sqlite's own busy wait, so that
+        "database is locked" never reaches the caller before ``busy_timeout``."""
+        if not write:
+            conn.execute("BEGIN")
             return
-        # Writers queue on the lock: retry BEGIN IMMEDIATE past sqlite's own busy
-        # wait so that "database is locked" never reaches the caller early.
         deadline = time.monotonic() + self.busy_timeout
         delay = 0.001
         while True:
@@ -86,24 +126,28 @@ class SqliteBackend(SqlBackend):
                 if "locked" not in str(exc) and "busy" not in str(exc):
                     raise
                 if time.monotonic() > deadline:
-                    raise StorageError(f"SQLite store {self.path} stayed locked for {self.busy_timeout:.0f}s") from exc
+                    raise StorageError(f"SQLite store {self.path} stayed locked for {self.busy_timeout:.0f}s") from None
                 time.sleep(delay)
                 delay = min(delay * 2, 0.05)
 
-    def _lost_transaction(self, conn: Any) -> bool:
-        # SQLite rolls back by itself on some errors (full disk, I/O): a caller that
-        # caught one must not get a silent, empty "commit".
-        return not conn.in_transaction
+    def commit(self, conn: Any) -> None:
+        """Commit; SQLite rolls back by itself on some errors (full disk, I/O), and a caller
+        that caught one must not get a silent, empty "commit"."""
+        if not conn.in_transaction:
+            raise StorageError("the database rolled this transaction back on an error caught inside it")
+        conn.execute("COMMIT")
 
-    def _commit(self, conn: Any) -> None:
-        if conn.in_transaction:
-            conn.execute("COMMIT")
-
-    def _rollback(self, conn: Any) -> None:
+    def rollback(self, conn: Any) -> None:
+        """Roll back if a transaction is open."""
         if conn.in_transaction:
             conn.execute("ROLLBACK")
 
-    def _storage_error(self, exc: BaseException) -> KmsboxError | None:
+    def usable(self, conn: Any) -> bool:
+        """A SQLite connection does not drop."""
+        return True
+
+    def error(self, exc: BaseException) -> KmsboxError | None:
+        """sqlite3's exceptions as kmsbox's."""
         if _is_conflict(exc):
             return ConflictError("row already exists (a concurrent writer got there first)")
         if isinstance(exc, sqlite3.DatabaseError):
@@ -116,24 +160,22 @@ class SqliteBackend(SqlBackend):
             return StorageError(f"SQLite error on {self.path}: {exc}")
         return None
 
-    def _refuse_foreign_database(self, tx: Any) -> None:
-        # A SQLite file is one application's: pointing the store at the app's own
-        # database by mistake must not quietly add kmsbox's tables to it.
-        other = tx._q(
+    def prepare_migration(self, statement: Statement) -> None:
+        """Nothing to do: the migration's write transaction holds SQLite's one write lock."""
+
+    def refuse_foreign_database(self, statement: Statement) -> None:
+        """A SQLite file is one application's: pointing the store at the app's own database
+        by mistake must not quietly add kmsbox's tables to it."""
+        other = statement(
             "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'kmsbox!_%' ESCAPE '!' "
-            "AND name NOT LIKE 'sqlite!_%' ESCAPE '!' LIMIT 1"
+            "AND name NOT LIKE 'sqlite!_%' ESCAPE '!' LIMIT 1",
+            (),
         ).fetchone()
         if other is not None:
             raise ConfigError(
                 f"SQLite file {self.path} already holds tables of another application and is not a kmsbox "
                 "store: use a file of its own"
             )
-
-    def _migrate(self) -> None:
-        try:
-            super()._migrate()
-        except StorageError as exc:
-            raise ConfigError(f"SQLite store {self.path} cannot be opened: {exc}") from exc
 
     def describe(self) -> dict[str, str]:
         """Kind and file path."""
@@ -143,40 +185,46 @@ class SqliteBackend(SqlBackend):
 _URL_PARAMETERS = ("busy_timeout",)
 
 
-def open_sqlite(url: str) -> SqliteBackend:
+def open_sqlite(url: str, *, create: bool = True) -> SqlBackend:
     """Open ``sqlite:///path[?busy_timeout=SECONDS]``.
 
-    Raises ConfigError for a malformed URL, an unknown or repeated query parameter,
-    a ``busy_timeout`` that is not a finite number of seconds above 0, or an
-    unreadable file.
+    Raises ConfigError for a malformed URL, an unknown or repeated query parameter, a
+    ``busy_timeout`` that is not a finite number of seconds above 0, an unreadable file,
+    or (``create`` False) a file that does not exist. Messages show the path, never a
+    query value.
     """
     parsed = urlparse(url)
     if parsed.scheme != "sqlite" or parsed.netloc or not parsed.path or parsed.path == "/":
-        raise ConfigError(f"storage URL {url!r}: use sqlite:///relative.db or sqlite:////absolute/path.db")
+        raise ConfigError("storage URL: use sqlite:///relative.db or sqlite:////absolute/path.db")
+    shown = f"sqlite://{parsed.path}"
     if parsed.fragment:
-        raise ConfigError(f"storage URL {url!r}: a SQLite URL takes no #fragment")
+        raise ConfigError(f"storage URL {shown!r}: a SQLite URL takes no #fragment")
     path = unquote(parsed.path[1:])
     try:
         pairs = parse_qsl(parsed.query, keep_blank_values=True, strict_parsing=True) if parsed.query else []
     except ValueError:
-        raise ConfigError(f"storage URL {url!r}: the query must look like ?busy_timeout=SECONDS") from None
+        raise ConfigError(f"storage URL {shown!r}: the query must look like ?busy_timeout=SECONDS") from None
     params: dict[str, str] = {}
     for key, value in pairs:
         if key not in _URL_PARAMETERS:
-            raise ConfigError(f"storage URL {url!r}: unknown parameter {key!r} (known: {', '.join(_URL_PARAMETERS)})")
+            # The parameter's name is not a secret; its value may be (it is never shown).
+            shown_key = key if key.isascii() and key.isprintable() and len(key) <= 40 else "?"
+            raise ConfigError(
+                f"storage URL {shown!r}: unknown parameter {shown_key!r} (known: {', '.join(_URL_PARAMETERS)})"
+            )
         if key in params:
-            raise ConfigError(f"storage URL {url!r}: parameter {key!r} is given twice")
+            raise ConfigError(f"storage URL {shown!r}: parameter {key!r} is given twice")
         params[key] = value
     busy = 60.0
     if "busy_timeout" in params:
         try:
             busy = float(params["busy_timeout"])
         except ValueError:
-            raise ConfigError(f"storage URL {url!r}: busy_timeout must be a number of seconds") from None
+            raise ConfigError(f"storage URL {shown!r}: busy_timeout must be a number of seconds") from None
         # nan compares false to everything and inf would wait forever: neither is a time-out.
         if not math.isfinite(busy) or busy <= 0:
-            raise ConfigError(f"storage URL {url!r}: busy_timeout must be a finite number of seconds above 0")
-    return SqliteBackend(url, path, busy_timeout=busy)
+            raise ConfigError(f"storage URL {shown!r}: busy_timeout must be a finite number of seconds above 0")
+    return SqlBackend(url, SqliteEngine(path, busy_timeout=busy, create=create), create=create)
 
 
 @hookimpl(trylast=True)

@@ -16,6 +16,13 @@ the code raise :class:`~kmsbox.errors.ConfigError` before anything is served.
     max_uses = 16777216    # uses before it is unwrapped again
     max_entries = 4096
     data_keys = 4096       # DEKs of recent reads kept; 0 turns that cache off
+
+    [audit]
+    chains = 32                                   # hash chains events are spread over
+    sinks = ["jsonl:///var/log/kmsbox/audit.jsonl"]   # copies outside the database
+    sink_failure = "fail"                         # or "ignore" (count, do not fail)
+    checkpoint_file = "/var/lib/kmsbox/checkpoint.json"
+    checkpoint_every = 10000                      # events between automatic checkpoints
 """
 
 from __future__ import annotations
@@ -33,9 +40,14 @@ from kmsbox.kek import KekProvider, open_kek
 from kmsbox.keys import KeyCache
 from kmsbox.limits import MAX_COUNT
 from kmsbox.storage import open_storage
-from kmsbox.store.service import DEFAULT_MAX_VALUE_SIZE, SecretStore
+from kmsbox.storage.base import StorageBackend
+from kmsbox.store.runtime import StoreRuntime
+from kmsbox.store.runtime import StoreSettings as RuntimeSettings
+from kmsbox.store.service import SecretStore
+from kmsbox.store.sinks import SINK_FAILURE_MODES, SinkSet, open_sink
+from kmsbox.store.values import DEFAULT_MAX_VALUE_SIZE
 
-__all__ = ["StoreSettings", "load_settings", "open_store"]
+__all__ = ["PreparedStore", "StoreSettings", "load_settings", "open_store", "opening_error", "prepare_store"]
 
 STORE_ENV = "KMSBOX_STORE"
 KEK_ENV = "KMSBOX_KEK"
@@ -53,6 +65,7 @@ class StoreSettings:
     max_value_size: int = DEFAULT_MAX_VALUE_SIZE
     cache: dict[str, float] = field(default_factory=dict)
     source: str = "arguments"
+    audit: dict[str, Any] = field(default_factory=dict)
 
 
 def _split_keks(raw: str) -> list[str]:
@@ -90,7 +103,10 @@ def _config_file() -> Path | None:
 _KNOWN = {
     "store": ("url", "kek", "audit_reads", "max_value_size"),
     "cache": ("max_age", "max_uses", "max_entries", "data_keys"),
+    "audit": ("chains", "sinks", "sink_failure", "checkpoint_file", "checkpoint_every"),
 }
+#: Tables that belong to plugins (their own settings, read by them): passed over here.
+PLUGIN_TABLES = ("admin",)
 _MAX_VALUE_SIZE = 64 * 1024 * 1024
 
 _TOML_TYPES = {
@@ -111,11 +127,11 @@ def _toml_type(value: Any) -> str:
     return f"a {type(value).__name__}"
 
 
-def _sections(data: dict[str, Any], path: Path | None) -> tuple[dict[str, Any], dict[str, Any]]:
-    unknown = sorted(set(data) - set(_KNOWN))
+def _sections(data: dict[str, Any], path: Path | None) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+    unknown = sorted(set(data) - set(_KNOWN) - set(PLUGIN_TABLES))
     if unknown:
         raise ConfigError(
-            f"config file {path}: unknown top-level settings {unknown} (known tables: [store] and [cache])"
+            f"config file {path}: unknown top-level settings {unknown} (known tables: [store], [cache] and [audit])"
         )
     sections: list[dict[str, Any]] = []
     for table, known in _KNOWN.items():
@@ -126,7 +142,42 @@ def _sections(data: dict[str, Any], path: Path | None) -> tuple[dict[str, Any], 
         if unknown:
             raise ConfigError(f"config file {path}: unknown [{table}] settings {unknown}")
         sections.append(section)
-    return sections[0], sections[1]
+    return sections[0], sections[1], sections[2]
+
+
+def _audit_settings(section: dict[str, Any], path: Path | None) -> dict[str, Any]:
+    """The [audit] table, checked (the message names the key, never a value)."""
+    out: dict[str, Any] = {}
+    if "chains" in section:
+        chains = section["chains"]
+        if type(chains) is not int or not 1 <= chains <= 4096:
+            raise ConfigError(f"config file {path}: [audit] chains must be an integer from 1 to 4096")
+        out["chains"] = chains
+    if "sinks" in section:
+        sinks = section["sinks"]
+        if not isinstance(sinks, list) or not all(isinstance(u, str) and u.strip() for u in sinks):
+            raise ConfigError(f"config file {path}: [audit] sinks must be an array of sink URLs")
+        out["sinks"] = list(sinks)
+    if "sink_failure" in section:
+        mode = section["sink_failure"]
+        if mode not in SINK_FAILURE_MODES:
+            raise ConfigError(
+                f"config file {path}: [audit] sink_failure must be one of {', '.join(SINK_FAILURE_MODES)}"
+            )
+        out["sink_failure"] = mode
+    if "checkpoint_file" in section:
+        target = section["checkpoint_file"]
+        if not isinstance(target, str) or not target.strip():
+            raise ConfigError(f"config file {path}: [audit] checkpoint_file must be a file path")
+        out["checkpoint_file"] = target
+    if "checkpoint_every" in section:
+        every = section["checkpoint_every"]
+        if type(every) is not int or not 0 <= every <= MAX_COUNT:
+            raise ConfigError(f"config file {path}: [audit] checkpoint_every must be an integer from 0 to {MAX_COUNT}")
+        out["checkpoint_every"] = every
+    if out.get("checkpoint_every") and "checkpoint_file" not in out:
+        raise ConfigError(f"config file {path}: [audit] checkpoint_every needs a checkpoint_file")
+    return out
 
 
 def _file_url(store_section: dict[str, Any], path: Path | None) -> str:
@@ -193,7 +244,7 @@ def load_settings(
     path = Path(config_file) if config_file is not None else _config_file()
     if path is not None:
         data = _read_toml(path)
-    store_section, cache_section = _sections(data, path)
+    store_section, cache_section, audit_section = _sections(data, path)
     # Every key in the file is checked, even one that an argument overrides: a typo never hides.
     file_url = _file_url(store_section, path) if "url" in store_section else None
     file_keks = _file_keks(store_section, path) if "kek" in store_section else None
@@ -209,7 +260,7 @@ def load_settings(
 
     keks: list[str | KekProvider]
     if kek is not None:
-        keks = [kek] if isinstance(kek, (str, KekProvider)) else list(kek)
+        keks = _given_keks(kek)
     elif os.environ.get(KEK_ENV):
         keks = list(_split_keks(os.environ[KEK_ENV]))
     elif file_keks is not None:
@@ -233,7 +284,104 @@ def load_settings(
     if not 1 <= max_value <= _MAX_VALUE_SIZE:
         raise ConfigError(f"config file {path}: [store] max_value_size must be an integer from 1 to {_MAX_VALUE_SIZE}")
     cache = {key: _cache_setting(key, value, path) for key, value in cache_section.items()}
-    return StoreSettings(chosen_url, keks, reads, max_value, cache, source)
+    audit = _audit_settings(audit_section, path)
+    return StoreSettings(chosen_url, keks, reads, max_value, cache, source, audit)
+
+
+def _given_keks(kek: object) -> list[str | KekProvider]:
+    """The KEK argument: a URI, a provider, or a list of them (ConfigError for anything else)."""
+    if isinstance(kek, (str, KekProvider)):
+        return [kek]
+    if not isinstance(kek, (list, tuple)):
+        raise ConfigError(f"kek must be a key URI, a KEK provider or a list of them, got {type(kek).__name__}")
+    for index, item in enumerate(kek, start=1):
+        if not isinstance(item, (str, KekProvider)):
+            raise ConfigError(f"kek entry {index} must be a key URI or a KEK provider, got {type(item).__name__}")
+    return list(kek)
+
+
+@dataclass
+class PreparedStore:
+    """What opening a store needs, opened (providers, backend, sinks) but not yet its keys."""
+
+    backend: StorageBackend
+    providers: list[KekProvider]
+    settings: StoreSettings
+    runtime_settings: RuntimeSettings
+    cache: KeyCache[Any]
+    sinks: SinkSet
+
+    def close(self) -> None:
+        """Close everything opened (after a failure to open)."""
+        self.sinks.close()
+        self.backend.close()
+        for provider in self.providers:
+            provider.close()
+
+
+def prepare_store(
+    url: str | None = None,
+    kek: str | KekProvider | Sequence[str | KekProvider] | None = None,
+    *,
+    audit_reads: bool | None = None,
+    config_file: str | os.PathLike[str] | None = None,
+    cache: KeyCache[Any] | None = None,
+    create: bool = True,
+    audit_chains: int | None = None,
+    audit_sinks: Sequence[str] | None = None,
+) -> PreparedStore:
+    """Resolve the settings and open the KEK providers, the sinks and the backend (which
+    migrates the schema): everything but the keys. Blocking; shared by the sync and the
+    async ``open_store``. Raises as ``open_store`` does; closes what it opened on failure."""
+    settings = load_settings(url, kek, audit_reads=audit_reads, config_file=config_file)
+    providers: list[KekProvider] = []
+    backend = None
+    sinks: SinkSet | None = None
+    try:
+        for item in settings.keks:
+            providers.append(open_kek(item) if isinstance(item, str) else item)
+        uris = [p.uri for p in providers]
+        if len(set(uris)) != len(uris):
+            raise ConfigError("the same KEK URI is given twice")
+        audit = settings.audit
+        chains = audit.get("chains", 32) if audit_chains is None else audit_chains
+        if type(chains) is not int or not 1 <= chains <= 4096:
+            raise ConfigError("audit_chains must be an integer from 1 to 4096")
+        sink_urls = audit.get("sinks", []) if audit_sinks is None else list(audit_sinks)
+        sinks = SinkSet([open_sink(u) for u in sink_urls], audit.get("sink_failure", "fail"))
+        backend = open_storage(settings.url, create=create)
+        key_cache = cache or KeyCache(
+            max_age=settings.cache.get("max_age", 300.0),
+            max_uses=int(settings.cache.get("max_uses", 1 << 24)),
+            max_entries=int(settings.cache.get("max_entries", 4096)),
+        )
+        runtime = RuntimeSettings(
+            audit_reads=settings.audit_reads,
+            max_value_size=settings.max_value_size,
+            data_key_cache_size=int(settings.cache.get("data_keys", 4096)),
+            audit_chains=chains,
+            checkpoint_file=audit.get("checkpoint_file"),
+            checkpoint_every=audit.get("checkpoint_every", 0),
+        )
+        return PreparedStore(backend, providers, settings, runtime, key_cache, sinks)
+    except BaseException:
+        if sinks is not None:
+            sinks.close()
+        if backend is not None:
+            backend.close()
+        for provider in providers:
+            provider.close()
+        raise
+
+
+def opening_error(exc: KmsboxError) -> KmsboxError:
+    """What a failure to open the store's keys is to the caller: a KMS outage stays a
+    ProviderError (not a mistake), anything else is a ConfigError (fail closed)."""
+    if isinstance(exc, (ConfigError, PluginError, ProviderError)):
+        return exc
+    error = ConfigError(f"the store's keys cannot be opened with the configured KEK(s): {exc}")
+    error.__cause__ = exc
+    return error
 
 
 def open_store(
@@ -243,47 +391,44 @@ def open_store(
     audit_reads: bool | None = None,
     config_file: str | os.PathLike[str] | None = None,
     cache: KeyCache[Any] | None = None,
+    create: bool = True,
+    audit_chains: int | None = None,
+    audit_sinks: Sequence[str] | None = None,
 ) -> SecretStore:
     """Open a :class:`SecretStore`, failing closed.
 
     ``kmsbox.open_store("sqlite:///secrets.db", kek="env://KMSBOX_MASTER_KEY")``.
-    Several KEKs may be given: the first is primary, the others hold escrow
-    copies of every namespace key. Raises ConfigError when the settings, a KEK or
-    the store are not usable, and PluginError when a scheme's plugin is missing.
+    Several KEKs may be given: the first is primary, the others hold escrow copies of
+    every namespace key. With ``create`` False a store that does not exist yet is a
+    ConfigError instead of a new one. ``audit_chains`` and ``audit_sinks`` override the
+    ``[audit]`` settings. Raises ConfigError when the settings, a KEK or the store are
+    not usable, ProviderError when the KMS cannot be reached (an outage, not a mistake),
+    and PluginError when a scheme's plugin is missing. From asyncio code use
+    :func:`kmsbox.aio.open_store`.
     """
-    settings = load_settings(url, kek, audit_reads=audit_reads, config_file=config_file)
-    providers: list[KekProvider] = []
-    backend = None
+    prepared = prepare_store(
+        url,
+        kek,
+        audit_reads=audit_reads,
+        config_file=config_file,
+        cache=cache,
+        create=create,
+        audit_chains=audit_chains,
+        audit_sinks=audit_sinks,
+    )
     try:
-        for item in settings.keks:
-            providers.append(open_kek(item) if isinstance(item, str) else item)
-        uris = [p.uri for p in providers]
-        if len(set(uris)) != len(uris):
-            raise ConfigError("the same KEK URI is given twice")
-        backend = open_storage(settings.url)
-        key_cache = cache or KeyCache(
-            max_age=settings.cache.get("max_age", 300.0),
-            max_uses=int(settings.cache.get("max_uses", 1 << 24)),
-            max_entries=int(settings.cache.get("max_entries", 4096)),
-        )
-        try:
-            return SecretStore(
-                backend,
-                providers,
-                audit_reads=settings.audit_reads,
-                max_value_size=settings.max_value_size,
-                cache=key_cache,
-                data_key_cache_size=int(settings.cache.get("data_keys", 4096)),
+        return SecretStore.from_runtime(
+            StoreRuntime(
+                prepared.backend,
+                prepared.providers,
+                cache=prepared.cache,
+                settings=prepared.runtime_settings,
+                sinks=prepared.sinks,
             )
-        except (ConfigError, PluginError):
-            raise
-        except ProviderError as exc:
-            raise ConfigError(f"KEK {providers[0].uri} is not usable: {exc}") from exc
-        except KmsboxError as exc:
-            raise ConfigError(f"the store's keys cannot be opened with the configured KEK(s): {exc}") from exc
+        )
+    except KmsboxError as exc:
+        prepared.close()
+        raise opening_error(exc) from exc.__cause__
     except BaseException:
-        if backend is not None:
-            backend.close()
-        for provider in providers:
-            provider.close()
+        prepared.close()
         raise

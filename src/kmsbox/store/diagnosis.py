@@ -1,73 +1,40 @@
-"""Diagnosis and repair of key drift. Neither ever decrypts or shows a value.
+"""Diagnosis and repair of key drift and tampering. Neither ever decrypts or shows a value.
 
-``diagnose`` unwraps namespace keys and DEKs (never value ciphertexts) to find
-what can no longer be opened; ``repair`` fixes what it can without loss and,
-only with an explicit confirmation, deletes what is unrecoverable.
+``diagnose`` unwraps namespace keys and DEKs (never value ciphertexts) to find what can
+no longer be opened, and checks every row's seal; ``repair`` fixes what it can without
+loss and, only with an explicit confirmation, deletes what is unrecoverable, after
+checking again, under the row's hold, that it still cannot be opened: no repair ever
+deletes a secret that can be read. Every suggested action is a real command.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any
 
 from kmsbox import format as fmt
 from kmsbox._crypto import Aead
 from kmsbox.errors import IntegrityError, KeyUnavailable, ProviderError
-from kmsbox.storage.base import MalformedRow, NamespaceKeyRow, Transaction
+from kmsbox.storage.base import (
+    MalformedRow,
+    NamespaceKeyRow,
+    NamespaceState,
+    SecretFilter,
+    SecretRow,
+    StateEvent,
+    StoredVersion,
+)
+from kmsbox.store.audit import Event
+from kmsbox.store.io import Op, Ports
 from kmsbox.store.keyring import ACTIVE, AUDIT_NAMESPACE, COMPROMISED, RETIRED, ROTATING
-from kmsbox.store.lifecycle import LifecycleMixin
+from kmsbox.store.maintenance import KeyMaintenance, VersionWalk, resume_after
+from kmsbox.store.runtime import StoreRuntime
 
-__all__ = ["DiagnosisMixin", "DiagnosisReport", "Issue", "RepairReport"]
-
-T = TypeVar("T")
-
-
-def _reads(tx: Transaction, ns: str, name: str, version: int | None) -> bool:
-    """Whether a version row decodes now."""
-    try:
-        tx.get_secret_with_blob(ns, name, version)
-    except MalformedRow:
-        return False
-    return True
-
-
-def _resume_after(exc: MalformedRow, after: object) -> tuple[Any, Any]:
-    """Where a walk goes on after the malformed row ``exc`` (exactly that row skipped)."""
-    if exc.position is None or exc.position == after:
-        raise exc  # nothing to step past: report the error rather than loop
-    return exc.position
-
-
-def _malformed_issue(ns: str, exc: MalformedRow, *, version_row: bool) -> Issue:
-    """A secret's metadata row (``secret_malformed``) or one version row (``version_malformed``)
-    changed through the database to values kmsbox never writes."""
-    code = "version_malformed" if version_row else "secret_malformed"
-    if exc.name is None:
-        return Issue(code, "critical", f"namespace {ns!r}: {exc}", "restore the row from a backup", ns)
-    if not version_row:
-        action = "restore the row from a backup, or repair --confirm-delete to delete the secret"
-    elif exc.version is not None:
-        action = (
-            "restore the row from a backup, or repair --confirm-delete to delete that version "
-            "(the whole secret if it is the current one)"
-        )
-    else:
-        action = f"restore the row from a backup, or delete the secret (kmsbox delete {ns} {exc.name})"
-    where = f" v{exc.version}" if version_row and exc.version is not None else ""
-    return Issue(
-        code,
-        "critical",
-        f"secret {ns}/{exc.name}{where}: its stored row holds values kmsbox never writes (changed through the database)",
-        action,
-        ns,
-        secret=exc.name,
-        secret_version=exc.version if version_row else None,
-        destructive=not version_row or exc.version is not None,
-    )
-
+__all__ = ["SEVERITIES", "Diagnosis", "DiagnosisReport", "Issue", "RepairReport"]
 
 SEVERITIES = ("critical", "warning", "info")
+_RESTORE = "restore the row from a backup"
 
 
 @dataclass(frozen=True)
@@ -146,60 +113,98 @@ class RepairReport:
         }
 
 
-class DiagnosisMixin(LifecycleMixin):
-    """Diagnosis and repair for :class:`~kmsbox.store.service.SecretStore`."""
+def _malformed_issue(ns: str, exc: MalformedRow, *, version_row: bool) -> Issue:
+    """A secret's row (``secret_malformed``) or one version row (``version_malformed``)
+    changed through the database to values kmsbox never writes."""
+    code = "version_malformed" if version_row else "secret_malformed"
+    if exc.name is None:
+        return Issue(code, "critical", f"namespace {ns!r}: {exc}", _RESTORE, ns)
+    if not version_row:
+        action = f"{_RESTORE}, or kmsbox repair --apply --confirm-delete to delete the secret"
+    elif exc.version is not None:
+        action = (
+            f"{_RESTORE}, or kmsbox repair --apply --confirm-delete to delete that version "
+            "(the whole secret if it is the current one)"
+        )
+    else:
+        action = f"{_RESTORE}, or delete the secret (kmsbox delete {ns} {exc.name})"
+    where = f" v{exc.version}" if version_row and exc.version is not None else ""
+    return Issue(
+        code,
+        "critical",
+        f"secret {ns}/{exc.name}{where}: its stored row holds values kmsbox never writes (changed through the database)",
+        action,
+        ns,
+        secret=exc.name,
+        secret_version=exc.version if version_row else None,
+        destructive=not version_row or exc.version is not None,
+    )
 
-    # --- diagnosis -------------------------------------------------------------------------
+
+class Diagnosis:
+    """Diagnose and repair for a store."""
+
+    def __init__(self, rt: StoreRuntime, maintenance: KeyMaintenance) -> None:
+        self.rt = rt
+        self.maintenance = maintenance
+
+    # --- diagnosis -------------------------------------------------------------------------------
 
     def _key_issues(
-        self, ns: str, rows: list[NamespaceKeyRow], counts: dict[int, int]
-    ) -> tuple[list[Issue], dict[int, Aead]]:
+        self, io: Ports, ns: str, rows: list[NamespaceKeyRow], counts: dict[int, int]
+    ) -> Op[tuple[list[Issue], dict[int, Aead]]]:
         issues: list[Issue] = []
         usable: dict[int, Aead] = {}
-        configured = {k.uri: k for k in self.keyring.keks}
-        shown_ns = None if ns == AUDIT_NAMESPACE else ns
+        keyring = self.rt.keyring
+        configured = {k.uri: k for k in keyring.keks}
+        primaries: dict[str, str] = {}
+        for uri, kek in configured.items():
+            primaries[uri] = yield io.kek(kek).primary_version()
+        shown = None if ns == AUDIT_NAMESPACE else ns
         if ns != AUDIT_NAMESPACE and rows and not any(r.status == ACTIVE for r in rows):
             issues.append(
                 Issue(
                     "no_active_key",
                     "critical",
                     f"namespace {ns!r} has no active key; writes fail",
-                    "rotate-namespace-key",
-                    shown_ns,
+                    f"kmsbox rotate {ns}",
+                    shown,
                 )
             )
         for row in rows:
             refs = counts.get(row.version, 0)
             try:
-                usable[row.version] = self.keyring.unwrap_row(row)
+                usable[row.version] = yield from keyring.key(io, ns, row.version, row)
             except KeyUnavailable as exc:
                 issues.append(
                     Issue(
                         "namespace_key_unavailable",
                         "critical",
-                        f"namespace key {ns!r} v{row.version} cannot be unwrapped by any configured KEK ({exc}); {refs} secret versions depend on it",
-                        "restore the KEK version, or repair --confirm-delete to delete what depends on it",
-                        shown_ns,
+                        f"namespace key {ns!r} v{row.version} cannot be unwrapped by any configured KEK ({exc}); "
+                        f"{refs} secret versions depend on it",
+                        "restore the KEK version, or kmsbox repair --apply --confirm-delete to delete what depends on it",
+                        shown,
                         row.version,
                         destructive=True,
                     )
                 )
             for wrapped in row.wraps:
-                kek = configured.get(wrapped.kek_uri)
-                if kek is None:
+                wrapper = configured.get(wrapped.kek_uri)
+                if wrapper is None:
                     issues.append(
                         Issue(
                             "unknown_kek_wrap",
                             "info",
-                            f"namespace key {ns!r} v{row.version} has a wrap under a KEK this store was not opened with: {wrapped.kek_uri}",
-                            "none, or kek migrate --drop-old to remove it",
-                            shown_ns,
+                            f"namespace key {ns!r} v{row.version} has a wrap under a KEK this store was not opened "
+                            f"with: {wrapped.kek_uri}",
+                            "none needed; kmsbox kek migrate --to A_CONFIGURED_KEK --drop-old removes it",
+                            shown,
                             row.version,
                         )
                     )
                     continue
                 try:
-                    available = kek.version_available(wrapped.key_version)
+                    available = yield io.kek(wrapper).version_available(wrapped.key_version)
                 except ProviderError:
                     available = None
                 if available is False:
@@ -207,20 +212,22 @@ class DiagnosisMixin(LifecycleMixin):
                         Issue(
                             "kek_version_gone",
                             "critical" if row.version not in usable else "warning",
-                            f"KEK {kek.uri} no longer has version {wrapped.key_version}, which wraps namespace key {ns!r} v{row.version}",
-                            "rewrap-namespace-keys (if another wrap still opens)",
-                            shown_ns,
+                            f"KEK {wrapper.uri} no longer has version {wrapped.key_version}, which wraps namespace key "
+                            f"{ns!r} v{row.version}",
+                            "kmsbox rewrap-namespace-keys (if another wrap still opens)",
+                            shown,
                             row.version,
                         )
                     )
-                elif wrapped.key_version != kek.primary_version():
+                elif wrapped.key_version != primaries[wrapper.uri]:
                     issues.append(
                         Issue(
                             "stale_kek_version",
                             "info",
-                            f"namespace key {ns!r} v{row.version} is wrapped under {kek.uri} version {wrapped.key_version}, not the primary {kek.primary_version()}",
-                            "rewrap-namespace-keys",
-                            shown_ns,
+                            f"namespace key {ns!r} v{row.version} is wrapped under {wrapper.uri} version "
+                            f"{wrapped.key_version}, not the primary {primaries[wrapper.uri]}",
+                            "kmsbox rewrap-namespace-keys",
+                            shown,
                             row.version,
                         )
                     )
@@ -231,21 +238,22 @@ class DiagnosisMixin(LifecycleMixin):
                             "missing_wrap",
                             "warning",
                             f"namespace key {ns!r} v{row.version} has no wrap under configured KEK {uri}",
-                            "rewrap-namespace-keys",
-                            shown_ns,
+                            f"if {uri} is new: kmsbox rewrap-namespace-keys; if the store was migrated away from it "
+                            "(kmsbox kek migrate --drop-old): stop configuring it",
+                            shown,
                             row.version,
                         )
                     )
             if ns == AUDIT_NAMESPACE:
                 continue
-            if row.status in (ROTATING, RETIRED) and refs == 0 and row.status == ROTATING:
+            if row.status == ROTATING and refs == 0:
                 issues.append(
                     Issue(
                         "unused_key",
                         "info",
                         f"namespace key {ns!r} v{row.version} is rotating but nothing uses it",
-                        "rewrap-deks (marks it retired)",
-                        shown_ns,
+                        f"kmsbox rewrap-deks {ns} (marks it retired)",
+                        shown,
                         row.version,
                     )
                 )
@@ -255,8 +263,8 @@ class DiagnosisMixin(LifecycleMixin):
                         "retired_key",
                         "info",
                         f"namespace key {ns!r} v{row.version} is retired and unused",
-                        "cleanup-retired-keys",
-                        shown_ns,
+                        f"kmsbox cleanup-keys --namespace {ns}",
+                        shown,
                         row.version,
                     )
                 )
@@ -266,8 +274,8 @@ class DiagnosisMixin(LifecycleMixin):
                         "pending_rewrap",
                         "info",
                         f"{refs} secret versions of {ns!r} are still under rotating key v{row.version}",
-                        "rewrap-deks",
-                        shown_ns,
+                        f"kmsbox rewrap-deks {ns}",
+                        shown,
                         row.version,
                     )
                 )
@@ -277,40 +285,46 @@ class DiagnosisMixin(LifecycleMixin):
                         "compromised_key_in_use",
                         "critical",
                         f"{refs} secret versions of {ns!r} are under compromised key v{row.version}",
-                        "reencrypt",
-                        shown_ns,
+                        f"kmsbox reencrypt {ns}",
+                        shown,
                         row.version,
                     )
                 )
         for version, refs in counts.items():
-            if refs and not any(r.version == version for r in rows):
+            if version and refs and not any(r.version == version for r in rows):
                 issues.append(
                     Issue(
                         "missing_namespace_key",
                         "critical",
-                        f"{refs} secret versions of {ns!r} reference namespace key v{version}, which does not exist",
-                        "repair --confirm-delete to delete them",
-                        shown_ns,
+                        f"{refs} secret versions of {ns!r} name namespace key v{version} in their envelope, which "
+                        "does not exist",
+                        "kmsbox repair --apply --confirm-delete to delete them",
+                        shown,
                         version,
                         destructive=True,
                     )
                 )
         return issues, usable
 
-    def diagnose(self, namespace: str | None = None, *, check_secrets: bool = True) -> DiagnosisReport:
-        """Report key drift without decrypting any value.
-
-        Finds namespace keys no KEK can unwrap, KEK versions that are gone, wraps
-        missing under a configured KEK, unused keys, compromised keys in use, and
-        (with ``check_secrets``) every secret version whose DEK cannot be unwrapped.
-        """
+    def diagnose(self, io: Ports, namespace: str | None = None, *, check_secrets: bool = True) -> Op[DiagnosisReport]:
+        """Report key drift and tampering without decrypting any value (see ``SecretStore.diagnose``)."""
         report = DiagnosisReport()
-        for ns in self._targets(namespace, include_audit=namespace is None):
+        targets = yield from self.maintenance.targets(io, namespace, include_audit=namespace is None)
+        for ns in targets:
             report.namespaces_checked += 1
+            shown = None if ns == AUDIT_NAMESPACE else ns
+
+            def load(
+                t: Ports, ns: str = ns
+            ) -> Op[tuple[NamespaceState | None, list[NamespaceKeyRow], StateEvent | None, dict[int, int]]]:
+                state: NamespaceState | None = yield t.tx.namespace_state(ns)
+                rows: list[NamespaceKeyRow] = yield t.tx.namespace_keys(ns)
+                last: StateEvent | None = yield t.tx.last_state(ns, None)
+                counts: dict[int, int] = yield t.tx.versions_per_key(ns)
+                return state, rows, last, counts
+
             try:
-                with self.backend.read() as tx:
-                    rows = tx.namespace_keys(ns)
-                    counts = tx.count_versions_by_key(ns)
+                state, rows, last, counts = yield io.transact(False, load, read=True)
             except MalformedRow as exc:
                 report.issues.append(
                     Issue(
@@ -318,136 +332,146 @@ class DiagnosisMixin(LifecycleMixin):
                         "critical",
                         f"namespace {ns!r}: {exc}; its secrets cannot be opened",
                         "restore the namespace-key rows from a backup",
-                        None if ns == AUDIT_NAMESPACE else ns,
+                        shown,
                     )
                 )
                 continue
-            issues, usable = self._key_issues(ns, rows, counts)
+            if state is not None:
+                try:
+                    self.rt.keyring.check(state, rows, last)
+                except IntegrityError as exc:
+                    report.issues.append(
+                        Issue(
+                            "key_state_altered",
+                            "critical",
+                            f"{exc}; no secret is written under it until it is restored",
+                            "restore the namespace-key rows from a backup (kmsbox audit verify shows what changed)",
+                            shown,
+                        )
+                    )
+            issues, usable = yield from self._key_issues(io, ns, rows, counts)
             report.issues += issues
             if not check_secrets or ns == AUDIT_NAMESPACE:
                 continue
-            report.issues += self._malformed_secrets(ns)
-            after: tuple[Any, Any] | None = None
-            step = self.batch_size
-            while True:
-                try:
-                    with self.backend.read() as tx:
-                        batch = tx.versions_in_namespace(ns, after, step)
-                except MalformedRow as exc:
-                    if step > 1:
-                        step = 1  # one row at a time up to the malformed one, so no good row is skipped
-                        continue
-                    after, step = _resume_after(exc, after), self.batch_size
-                    report.issues.append(_malformed_issue(ns, exc, version_row=True))
-                    continue
-                if not batch:
-                    break
-                for v in batch:
-                    report.secret_versions_checked += 1
-                    key = usable.get(v.namespace_key_version)
-                    if key is None:
-                        report.issues.append(
-                            Issue(
-                                "secret_key_unavailable",
-                                "critical",
-                                f"secret {ns}/{v.name} v{v.version}: its namespace key v{v.namespace_key_version} cannot be unwrapped",
-                                "restore the KEK version, or repair --confirm-delete",
-                                ns,
-                                v.namespace_key_version,
-                                v.name,
-                                v.version,
-                                destructive=True,
-                            )
-                        )
-                        continue
-                    try:
-                        env = fmt.parse_secret(v.blob)
-                        if env.namespace_key_version != v.namespace_key_version:
-                            raise IntegrityError("header and row disagree")
-                        key.open(
-                            env.dek_nonce,
-                            env.wrapped_dek,
-                            fmt.dek_aad(ns, v.name, v.version, env.namespace_key_version),
-                        )
-                    except IntegrityError:
-                        report.issues.append(
-                            Issue(
-                                "secret_corrupt",
-                                "critical",
-                                f"secret {ns}/{v.name} v{v.version}: its stored envelope is corrupt or was moved",
-                                "restore the row from a backup, or repair --confirm-delete",
-                                ns,
-                                v.namespace_key_version,
-                                v.name,
-                                v.version,
-                                destructive=True,
-                            )
-                        )
-                after = (batch[-1].name, batch[-1].version)
+            report.issues += yield from self._secret_rows(io, ns)
+            report.issues += yield from self._envelopes(io, ns, usable, report)
         order = {s: i for i, s in enumerate(SEVERITIES)}
         report.issues.sort(key=lambda i: (order.get(i.severity, 9), i.namespace or "", i.code))
-        self._audit_diag(
+        yield from self.maintenance.audit_job(
+            io,
             "diagnose",
             namespace,
             {"issues": len(report.issues), "critical": sum(i.severity == "critical" for i in report.issues)},
         )
         return report
 
-    def _malformed_secrets(self, ns: str) -> list[Issue]:
-        """The secrets of ``ns`` whose metadata row does not decode (one page at a time)."""
+    def _secret_rows(self, io: Ports, ns: str) -> Op[list[Issue]]:
+        """The secrets of ``ns`` whose row does not decode or does not match its seal."""
         found: list[Issue] = []
         after: Any = None
+        size = self.rt.settings.batch_size
         while True:
+
+            def body(t: Ports, after: Any = after) -> Op[list[SecretRow]]:
+                page: list[SecretRow] = yield t.tx.list_secrets(ns, SecretFilter(), after, size)
+                return page
+
             try:
-                with self.backend.read() as tx:
-                    page = tx.list_secrets(ns, category=None, label=None, after=after, limit=self.batch_size)
+                page: list[SecretRow] = yield io.transact(False, body, read=True)
             except MalformedRow as exc:
-                after = _resume_after(exc, (after, None))[0]
+                resume = resume_after(exc, (after or (ns, ""))[1])
+                after = (ns, resume[0])
                 found.append(_malformed_issue(ns, exc, version_row=False))
                 continue
-            if len(page) < self.batch_size:
+            for row in page:
+                if not self.rt.seals.secret_ok(row):
+                    found.append(
+                        Issue(
+                            "secret_altered",
+                            "critical",
+                            f"secret {ns}/{row.name}: its row (status, expiry, version or metadata) was changed "
+                            "through the database; reads of it fail",
+                            f"{_RESTORE} (kmsbox audit verify shows the last state recorded), or kmsbox delete {ns} {row.name}",
+                            ns,
+                            secret=row.name,
+                        )
+                    )
+            if len(page) < size:
                 return found
-            after = page[-1].name
+            after = (ns, page[-1].name)
 
-    def _audit_diag(self, action: str, namespace: str | None, detail: dict[str, Any]) -> None:
-        who, req = self._who(None, None)
-        self._write(
-            lambda tx: self.audit.append(
-                tx, action=action, result="success", namespace=namespace, actor=who, context=req, detail=detail
-            )
-        )
+    def _envelopes(self, io: Ports, ns: str, usable: dict[int, Aead], report: DiagnosisReport) -> Op[list[Issue]]:
+        """Every version whose DEK cannot be unwrapped (its envelope named a key that is gone,
+        or was corrupted or moved)."""
+        issues: list[Issue] = []
+        walk = VersionWalk(ns, self.rt.settings.batch_size)
+        while True:
+            batch = yield from walk.next(io)
+            issues += [_malformed_issue(ns, exc, version_row=True) for exc in walk.malformed]
+            walk.malformed.clear()
+            if not batch:
+                return issues
+            for v in batch:
+                report.secret_versions_checked += 1
+                problem = _unopenable(v, usable)
+                if problem == "key":
+                    issues.append(
+                        Issue(
+                            "secret_key_unavailable",
+                            "critical",
+                            f"secret {ns}/{v.name} v{v.version}: its namespace key v{_header(v)} cannot be unwrapped",
+                            "restore the KEK version, or kmsbox repair --apply --confirm-delete",
+                            ns,
+                            _header(v),
+                            v.name,
+                            v.version,
+                            destructive=True,
+                        )
+                    )
+                elif problem == "corrupt":
+                    issues.append(
+                        Issue(
+                            "secret_corrupt",
+                            "critical",
+                            f"secret {ns}/{v.name} v{v.version}: its stored envelope is corrupt, was moved, or its "
+                            "row's columns disagree with it",
+                            f"{_RESTORE}, or kmsbox repair --apply --confirm-delete",
+                            ns,
+                            _header(v),
+                            v.name,
+                            v.version,
+                            destructive=True,
+                        )
+                    )
 
-    # --- repair -------------------------------------------------------------------------------
+    # --- repair ----------------------------------------------------------------------------------
 
     def repair(
-        self, namespace: str | None = None, *, dry_run: bool = True, confirm_delete: bool = False
-    ) -> RepairReport:
-        """Fix what ``diagnose`` finds. Dry run by default.
-
-        Non-destructive steps (rewrap namespace keys, rewrap DEKs, re-encrypt off
-        compromised keys, retire unused keys) run when ``dry_run`` is False.
-        Destructive steps (delete secret versions or keys that can never be opened
-        again) also need ``confirm_delete=True``; when a secret's current version
-        is unrecoverable the whole secret is deleted (a later put recreates it).
-        """
-        diagnosis = self.diagnose(namespace)
+        self, io: Ports, namespace: str | None = None, *, dry_run: bool = True, confirm_delete: bool = False
+    ) -> Op[RepairReport]:
+        """Fix what ``diagnose`` finds. Dry run by default (see ``SecretStore.repair``)."""
+        diagnosis = yield from self.diagnose(io, namespace)
         report = RepairReport(dry_run=dry_run)
         codes = {i.code for i in diagnosis.issues}
         namespaces = sorted({i.namespace for i in diagnosis.issues if i.namespace})
-        if codes & {"missing_wrap", "stale_kek_version", "kek_version_gone"}:
-            report.planned.append("rewrap namespace keys under the configured KEKs")
+        maintenance = self.maintenance
+        # A missing wrap is left to the operator: it may be a KEK migrated away from on purpose.
+        if codes & {"stale_kek_version", "kek_version_gone"}:
+            report.planned.append("rewrap namespace keys under the configured KEKs' primary versions")
             if not dry_run:
-                job = self.rewrap_namespace_keys(namespace)
+                job = yield from maintenance.rewrap_namespace_keys(io, namespace)
                 report.done.append(f"rewrapped {job.processed} namespace-key wraps")
         for ns in namespaces:
             ns_codes = {i.code for i in diagnosis.issues if i.namespace == ns}
-            steps: list[tuple[str, str, Callable[[], str]]] = []
+            steps: list[tuple[str, str, Callable[[], Op[str]]]] = []
 
-            def rewrap(ns: str = ns) -> str:
-                return f"rewrapped {self.rewrap_deks(ns).processed} DEKs in {ns}"
+            def rewrap(ns: str = ns) -> Op[str]:
+                job = yield from maintenance.rewrap_deks(io, ns)
+                return f"rewrapped {job.processed} DEKs in {ns}"
 
-            def reencrypt(ns: str = ns) -> str:
-                return f"re-encrypted {self.reencrypt(ns).processed} secret versions in {ns}"
+            def reencrypt(ns: str = ns) -> Op[str]:
+                job = yield from maintenance.reencrypt(io, ns)
+                return f"re-encrypted {job.processed} secret versions in {ns}"
 
             if ns_codes & {"pending_rewrap", "unused_key"}:
                 steps.append((f"rewrap DEKs of {ns}", f"rewrap DEKs of {ns} to its active key", rewrap))
@@ -458,7 +482,7 @@ class DiagnosisMixin(LifecycleMixin):
                 if dry_run:
                     continue
                 try:
-                    report.done.append(step())
+                    report.done.append((yield from step()))
                 except KeyUnavailable as exc:
                     # A key no KEK can open must not block the rest (nor the confirmed deletion).
                     report.done.append(f"skipped {what}: {exc}")
@@ -475,13 +499,15 @@ class DiagnosisMixin(LifecycleMixin):
                 else f"delete unrecoverable secret {issue.namespace}/{issue.secret} v{issue.secret_version}"
             )
         for issue in dead_keys:
-            report.needs_confirmation.append(
-                f"delete namespace key {issue.namespace} v{issue.key_version} (no KEK can unwrap it)"
-            )
+            if issue.code == "namespace_key_unavailable":
+                report.needs_confirmation.append(
+                    f"delete namespace key {issue.namespace} v{issue.key_version} (no KEK can unwrap it)"
+                )
         if not dry_run and confirm_delete and (doomed or dead_keys):
-            report.done += self._delete_unrecoverable(doomed, dead_keys)
+            report.done += yield from self._delete_unrecoverable(io, doomed, dead_keys)
             report.needs_confirmation = []
-        self._audit_diag(
+        yield from maintenance.audit_job(
+            io,
             "repair",
             namespace,
             {
@@ -492,74 +518,135 @@ class DiagnosisMixin(LifecycleMixin):
             },
         )
         if not dry_run:
-            after = self.diagnose(namespace)
+            after = yield from self.diagnose(io, namespace)
             report.remaining = [i for i in after.issues if i.severity != "info"]
         else:
             report.remaining = [i for i in diagnosis.issues if i.severity != "info"]
         return report
 
-    def _delete_unrecoverable(self, doomed: list[Issue], dead_keys: list[Issue]) -> list[str]:
+    def _delete_unrecoverable(self, io: Ports, doomed: list[Issue], dead_keys: list[Issue]) -> Op[list[str]]:
         done: list[str] = []
-        who, req = self._who(None, None)
+        rt = self.rt
+        who, req = rt.who(None, None)
+        usable: dict[str, dict[int, Aead]] = {}
         for issue in doomed:
             ns, name, version = issue.namespace, issue.secret, issue.secret_version
             assert ns is not None and name is not None
+            if ns not in usable:
+                usable[ns] = yield from self._usable_keys(io, ns)
+            keys = usable[ns]
 
-            def op(
-                tx: Transaction, ns: str = ns, name: str = name, version: int | None = version, code: str = issue.code
-            ) -> str:
+            def body(
+                t: Ports,
+                ns: str = ns,
+                name: str = name,
+                version: int | None = version,
+                code: str = issue.code,
+                keys: dict[int, Aead] = keys,
+            ) -> Op[str]:
                 try:
-                    row = tx.get_secret(ns, name, for_update=True)
+                    row: SecretRow | None = yield t.tx.get_secret(ns, name)
                 except MalformedRow:
                     row = None
+                    malformed = True
                 else:
+                    malformed = False
                     if row is None:
                         return f"{ns}/{name} already gone"
-                    # Checked again under the lock: a row fixed (or rewritten) since the
-                    # diagnosis is kept.
-                    if code == "secret_malformed" or (code == "version_malformed" and _reads(tx, ns, name, version)):
+                    if code == "secret_malformed":
                         return f"kept {ns}/{name}: its row reads again"
-                if row is None or version is None:
-                    count = tx.delete_secret(ns, name)
-                    what = f"deleted secret {ns}/{name} ({count} versions; its stored row was malformed)"
-                elif row.version == version:
-                    count = tx.delete_secret(ns, name)
-                    what = f"deleted secret {ns}/{name} ({count} versions; its current version was unrecoverable)"
+                    if version is not None:
+                        try:
+                            found = yield t.tx.read_secret(ns, name, version)
+                        except MalformedRow:
+                            found = None
+                        stored = None if found is None else found[1]
+                        # Checked again under the hold: a version that opens now is never deleted.
+                        if stored is not None and _unopenable(stored, keys) is None:
+                            return f"kept {ns}/{name} v{version}: it can be opened"
+                last: StateEvent | None = yield t.tx.last_state(ns, name)
+                if row is None or version is None or row.version == version:
+                    count = yield t.tx.delete_secret(ns, name)
+                    why = (
+                        "its stored row was malformed"
+                        if malformed or version is None
+                        else "its current version was unrecoverable"
+                    )
+                    what = f"deleted secret {ns}/{name} ({count} versions; {why})"
+                    row_version = max(row.row_version if row else 0, last.row_version if last else 0) + 1
                 else:
-                    tx.delete_version(ns, name, version)
+                    yield t.tx.delete_version(ns, name, version)
                     what = f"deleted unrecoverable version {ns}/{name} v{version}"
-                self.audit.append(
-                    tx,
-                    action="repair",
-                    result="success",
-                    namespace=ns,
-                    name=name,
-                    secret_version=version,
-                    actor=who,
-                    context=req,
-                    detail={"deleted": True},
+                    row_version = None
+                yield from rt.audit.append(
+                    t,
+                    [
+                        Event(
+                            "repair",
+                            namespace=ns,
+                            name=name,
+                            secret_version=version,
+                            actor=who,
+                            context=req,
+                            detail={"deleted": True, "whole_secret": row_version is not None},
+                            row_version=row_version,
+                        )
+                    ],
                 )
                 return what
 
-            done.append(self._write(op))
+            done.append((yield io.transact(True, body)))
         for issue in dead_keys:
             ns, version = issue.namespace, issue.key_version
             assert ns is not None and version is not None
+            if issue.code != "namespace_key_unavailable":
+                continue
 
-            def drop(tx: Transaction, ns: str = ns, version: int = version) -> str:
-                if tx.count_versions_by_key(ns).get(version, 0):
-                    return f"kept namespace key {ns} v{version}: secrets still reference it"
-                tx.delete_namespace_key(ns, version)
-                self.audit.append(
-                    tx,
-                    action="repair",
-                    result="success",
-                    namespace=ns,
-                    actor=who,
-                    context=req,
-                    detail={"deleted_key_version": version},
-                )
-                return f"deleted namespace key {ns} v{version}"
+            def edit(t: Ports, current: Any, ns: str = ns, version: int = version) -> Op[Any]:
+                from kmsbox.store.maintenance import KeyEdit
 
-            done.append(self._write(drop))
+                counts: dict[int, int] = yield t.tx.versions_per_key(ns)
+                if counts.get(version, 0) or current.row(version) is None:
+                    return None
+                return KeyEdit([], [version], {"deleted_key_version": version}, version)
+
+            gone = yield from self.maintenance.change_keys(io, ns, "repair", edit, actor=who, request=req)
+            done.append(
+                f"deleted namespace key {ns} v{version}"
+                if gone is not None
+                else f"kept namespace key {ns} v{version}: secrets still name it"
+            )
         return done
+
+    def _usable_keys(self, io: Ports, ns: str) -> Op[dict[int, Aead]]:
+        state = yield from self.rt.keyring.state(io, ns, fresh=True)
+        keys: dict[int, Aead] = {}
+        for row in [] if state is None else state.rows:
+            try:
+                keys[row.version] = yield from self.rt.keyring.key(io, ns, row.version, row)
+            except (KeyUnavailable, IntegrityError):
+                continue
+        return keys
+
+
+def _header(version: StoredVersion) -> int | None:
+    try:
+        return version.namespace_key_version
+    except IntegrityError:
+        return None
+
+
+def _unopenable(v: StoredVersion, usable: dict[int, Aead]) -> str | None:
+    """Why a version's DEK cannot be unwrapped (``key`` or ``corrupt``), or None if it can."""
+    try:
+        env = fmt.parse_secret(v.blob)
+    except IntegrityError:
+        return "corrupt"
+    key = usable.get(env.namespace_key_version)
+    if key is None:
+        return "key"
+    try:
+        key.open(env.dek_nonce, env.wrapped_dek, fmt.dek_aad(v.namespace, v.name, v.version, env.namespace_key_version))
+    except IntegrityError:
+        return "corrupt"
+    return None

@@ -7,10 +7,37 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["JobReport", "Progress"]
+__all__ = ["ItemFailure", "JobReport", "Progress"]
 
 #: ``progress(done, total)``: called after every committed batch (total may be None).
 Progress = Callable[[int, int | None], None]
+
+
+@dataclass(frozen=True)
+class ItemFailure:
+    """One item a job passed over: its 1-based position, whose it was (when known), and the
+    typed error (a ValueError for bad input, a kmsbox error otherwise; never a value)."""
+
+    item: int
+    namespace: str | None
+    name: str | None
+    error: Exception
+
+    @property
+    def reason(self) -> str:
+        """The error's reason code (``invalid`` for bad input)."""
+        return str(getattr(self.error, "reason", "invalid"))
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready mapping."""
+        return {
+            "item": self.item,
+            "namespace": self.namespace,
+            "name": self.name,
+            "error": type(self.error).__name__,
+            "reason": self.reason,
+            "message": str(self.error),
+        }
 
 
 @dataclass
@@ -27,6 +54,8 @@ class JobReport:
     dry_run: bool = False
     remaining: int = 0
     details: dict[str, Any] = field(default_factory=dict)
+    #: Items passed over (an import with ``on_error="skip"``).
+    failures: list[ItemFailure] = field(default_factory=list)
     _started: float = field(default_factory=time.monotonic, repr=False)
 
     def finish(self) -> JobReport:
@@ -55,4 +84,5 @@ class JobReport:
             "dry_run": self.dry_run,
             "remaining": self.remaining,
             "details": self.details,
+            "failures": [f.to_dict() for f in self.failures],
         }

@@ -100,8 +100,8 @@ class SecretVersionInfo:
 class GetResult:
     """The non-raising form of ``get``: ``ok`` and the secret, or a ``reason``.
 
-    Reasons: ``not_found``, ``expired``, ``disabled``, ``key_unavailable``,
-    ``integrity``, ``provider_error``.
+    Reasons (each error class's ``reason``): ``not_found``, ``namespace_not_found``,
+    ``expired``, ``disabled``, ``key_unavailable``, ``integrity``, ``provider_error``.
     """
 
     ok: bool

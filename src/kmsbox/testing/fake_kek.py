@@ -28,7 +28,12 @@ from kmsbox.testing.fakes import FaultInjector
 __all__ = ["FakeKek"]
 
 _names = itertools.count(1)
-_TRANSIENT = {"throttle": "ThrottlingException", "unavailable": "ServiceUnavailable", "timeout": "DeadlineExceeded"}
+_TRANSIENT = {
+    "throttle": "ThrottlingException",
+    "unavailable": "ServiceUnavailable",
+    "timeout": "DeadlineExceeded",
+    "reset": "ConnectionReset",
+}
 
 
 class _InjectedFault(Exception):
@@ -62,6 +67,8 @@ class FakeKek(BaseKekProvider):
             return None
         if exc.kind == "denied":
             return ProviderError(f"{self.uri}: access denied (injected)", transient=False, code="AccessDenied")
+        if exc.kind == "malformed":
+            return ProviderError(f"{self.uri}: malformed reply (injected)", transient=False, code="BadResponse")
         return ProviderError(f"{self.uri}: {exc.kind} (injected)", transient=True, code=_TRANSIENT[exc.kind])
 
     def _aad(self, version: str, context: Context) -> bytes:

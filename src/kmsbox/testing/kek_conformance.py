@@ -15,12 +15,27 @@ Use it from a test module::
 ``fake`` is a :class:`kmsbox.testing.fakes.FakeServer` whose ``faults`` sit in
 front of the provider's API; fault tests are skipped (with the reason) when it
 is None. The provider under test should be opened with a short retry deadline.
+
+A provider that holds its own key bytes in the process (a local keyring, an
+embedded or exportable test key) should also give them, so the suite can check
+that ``describe()``, ``repr()`` and ``str()`` never show them (``kmsbox status``
+prints ``describe()``)::
+
+        @pytest.fixture
+        def kek_material(self): return [b"...32 key bytes of every version..."]
+
+``kek_material`` is a sequence of ``bytes``, one per key (version) behind ``kek``;
+the default, None, skips that test with the reason. A provider whose keys never
+leave a remote KMS has nothing to give and leaves it None.
 """
 
 from __future__ import annotations
 
+import base64
+import json
 import os
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import pytest
@@ -31,6 +46,34 @@ from kmsbox.kek import KekProvider, WrappedKey
 __all__ = ["KekProviderConformance"]
 
 _CONTEXT = {"kmsbox:namespace": "conformance", "kmsbox:key-version": "1"}
+# A run of this many key bytes, in hex, counts as showing the key (a "fingerprint" that is a key prefix leaks too).
+_HEX_WINDOW = 8
+
+
+def _renderings(kek: KekProvider) -> str:
+    """Everything a status command or a log line could print about ``kek``."""
+    description = kek.describe()
+    values = [f"{name}\t{value}" for name, value in description.items()]  # as a status table prints them
+    return "\n".join([*values, repr(description), json.dumps(description, default=str), repr(kek), str(kek)])
+
+
+def _forms_shown(text: str, key: bytes) -> list[str]:
+    """The encodings of ``key`` (or of a run of its bytes) that appear in ``text``; names only, never the key."""
+    shown = []
+    lowered = text.lower()
+    hex_key = key.hex()
+    windows = {hex_key[i : i + 2 * _HEX_WINDOW] for i in range(0, max(len(hex_key) - 2 * _HEX_WINDOW, 0) + 1, 2)}
+    if any(window in lowered for window in windows):
+        shown.append("hex")
+    for name, encoded in (
+        ("base64", base64.b64encode(key).decode()),
+        ("base64url", base64.urlsafe_b64encode(key).decode()),
+    ):
+        if encoded.rstrip("=") in text:
+            shown.append(name)
+    if repr(key)[2:-1] in text or key.decode("latin-1") in text:
+        shown.append("raw bytes")
+    return shown
 
 
 class KekProviderConformance:
@@ -44,6 +87,11 @@ class KekProviderConformance:
     @pytest.fixture
     def fake(self) -> Any:
         """The fake server behind ``kek`` (None for providers with no remote calls)."""
+        return None
+
+    @pytest.fixture
+    def kek_material(self) -> Sequence[bytes] | None:
+        """The key bytes behind ``kek``, one entry per version (None: the provider holds none, skip)."""
         return None
 
     def test_round_trip(self, kek: KekProvider) -> None:
@@ -118,8 +166,18 @@ class KekProviderConformance:
     def test_describe_has_no_key_material(self, kek: KekProvider) -> None:
         key = os.urandom(32)
         kek.wrap(key, _CONTEXT)
-        text = repr(kek.describe()) + repr(kek)
-        assert key.hex() not in text and repr(key) not in text
+        assert _forms_shown(_renderings(kek), key) == [], "describe() or repr() shows a key it wrapped"
+
+    def test_describe_and_repr_hold_no_kek_material(self, kek: KekProvider, request: pytest.FixtureRequest) -> None:
+        # Taken through request, not as an argument: a failure report lists a test's arguments.
+        material = request.getfixturevalue("kek_material")
+        if material is None:
+            pytest.skip("no kek_material fixture: the provider's own key bytes were not given to check for")
+        assert material and all(isinstance(k, bytes) and k for k in material), "kek_material must hold bytes"
+        kek.wrap(os.urandom(32), _CONTEXT)  # some providers load or cache their keys on first use
+        text = _renderings(kek)
+        shown = {f"key {i}": forms for i, key in enumerate(material) if (forms := _forms_shown(text, key))}
+        assert not shown, f"describe(), repr() or str() shows the provider's own key material: {shown}"
 
     def test_transient_fault_is_retried(self, kek: KekProvider, fake: Any) -> None:
         if fake is None:

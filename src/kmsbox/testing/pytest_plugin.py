@@ -22,6 +22,7 @@ from typing import Any
 import pytest
 
 from kmsbox.plugins import fake_servers
+from kmsbox.testing.aio import kmsbox_async_store, kmsbox_async_store_factory  # noqa: F401 (fixtures: see kmsbox.testing.aio)
 from kmsbox.testing.fake_kek import FakeKek
 
 __all__ = ["fake_aws_kms", "fake_gcp_kms", "fake_vault", "kmsbox_fake", "kmsbox_fake_kek", "kmsbox_local_kek"]

@@ -9,9 +9,9 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from kmsbox_postgres.backend import POSTGRES_DIALECT, PostgresBackend, open_postgres
+    from kmsbox_postgres.backend import POSTGRES_DIALECT, PostgresEngine, open_postgres
 
-__all__ = ["POSTGRES_DIALECT", "PostgresBackend", "open_postgres"]
+__all__ = ["POSTGRES_DIALECT", "PostgresEngine", "open_postgres"]
 
 
 def __getattr__(name: str) -> Any:

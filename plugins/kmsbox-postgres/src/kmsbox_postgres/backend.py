@@ -1,22 +1,22 @@
-"""``postgresql://`` storage: kmsbox's shared SQL over psycopg 3.
+"""``postgresql://`` storage: kmsbox's public SQL base over psycopg 3.
 
-One connection per thread (autocommit off at the protocol level: every
-transaction is an explicit ``BEGIN ISOLATION LEVEL READ COMMITTED``). Under read
-committed, every statement sequence of :class:`~kmsbox.storage.sql.SqlTransaction`
-stays correct because writers meet on row locks: ``update_secret`` is a
-compare-and-set whose ``WHERE row_version = ?`` is re-checked on the newest row
-after a concurrent writer commits, inserts meet on primary keys, and
-``audit_head`` takes ``FOR UPDATE`` on the chain head so events get contiguous
-sequence numbers. Migrations are serialised across processes with a
-transaction-level advisory lock.
+:class:`PostgresEngine` is an :class:`~kmsbox.storage.sql.SqlEngine`, built only on
+kmsbox's public API, as another SQL engine's plugin would be; :func:`open_postgres`
+gives the :class:`~kmsbox.storage.sql.SqlBackend` over it. One connection per thread
+(and per process); every transaction is an explicit ``BEGIN ISOLATION LEVEL READ
+COMMITTED``. Under read committed the store's statements stay correct because writers
+meet on row locks: the protocol's holds are ``FOR SHARE`` / ``FOR UPDATE`` on the
+namespace's key-state row and ``FOR UPDATE`` on a secret's row, compare-and-set
+statements re-check their ``WHERE`` on the newest row after a concurrent writer commits,
+and inserts meet on primary keys. Unique violations, serialization failures and
+deadlocks are ConflictErrors, which the store retries. Migrations are serialised
+across processes with a transaction-level advisory lock.
 """
 
 from __future__ import annotations
 
 import hashlib
-import os
 import re
-import threading
 from typing import Any
 from urllib.parse import unquote, urlsplit, urlunsplit
 
@@ -26,9 +26,9 @@ from psycopg.conninfo import conninfo_to_dict
 from psycopg.pq import TransactionStatus
 
 from kmsbox.errors import ConfigError, ConflictError, KmsboxError, StorageError
-from kmsbox.storage.sql import Dialect, SqlBackend, SqlTransaction
+from kmsbox.storage.sql import SqlBackend, SqlDialect, Statement
 
-__all__ = ["POSTGRES_DIALECT", "PostgresBackend", "open_postgres"]
+__all__ = ["POSTGRES_DIALECT", "PostgresEngine", "open_postgres"]
 
 SCHEMES = ("postgresql", "postgres")
 
@@ -40,22 +40,19 @@ _SCHEMA_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 # SQLSTATEs that mean the session is gone: class 08 (connection exception) and
 # 57P01-57P03 (admin shutdown, crash shutdown, cannot connect now).
 _CONNECTION_LOST_STATES = ("57P01", "57P02", "57P03")
+# Lost races: unique violation, serialization failure, deadlock (also CockroachDB's
+# and YugabyteDB's retry errors, which use 40001).
+_CONFLICT_STATES = ("23505", "40001", "40P01")
 
-
-def _is_conflict(exc: BaseException) -> bool:
-    return isinstance(exc, psycopg.errors.UniqueViolation)
-
-
-POSTGRES_DIALECT = Dialect(
+POSTGRES_DIALECT = SqlDialect(
     name="postgres",
     placeholder="%s",
     blob="BYTEA",
     real="DOUBLE PRECISION",
     bigint="BIGINT",
-    empty_blob="'\\x'::bytea",
-    for_update=" FOR UPDATE",
-    for_share=" FOR SHARE",
-    is_conflict=_is_conflict,
+    hold_shared=" FOR SHARE",
+    hold_exclusive=" FOR UPDATE",
+    greatest="GREATEST",
 )
 
 
@@ -65,22 +62,16 @@ def _lock_key(schema: str | None) -> int:
     return int.from_bytes(digest, "big", signed=True)
 
 
-class PostgresBackend(SqlBackend):
-    """PostgreSQL storage.
+class PostgresEngine:
+    """PostgreSQL for :class:`~kmsbox.storage.sql.SqlBackend`.
 
-    ``conninfo`` is the libpq URL without kmsbox's own parameters; ``schema``
-    (optional) is where kmsbox's tables live (created on first open). The
-    password, if the URL has one, appears in no ``describe()``, ``repr``,
-    ``url`` or error message.
-
-    Raises ConfigError at open when the URL is unusable, the server cannot be
-    reached or its schema is newer than this code. Later, a lost connection or
-    a server error is a StorageError (the next transaction reconnects), and a
-    lost race (unique violation, serialization failure, deadlock) is a
-    ConflictError that the caller retries.
+    ``conninfo`` is the libpq URL without kmsbox's own parameters; ``schema`` (optional)
+    is where kmsbox's tables live (created on first open). The password, if the URL has
+    one, appears in no ``describe()``, ``repr`` or error message.
     """
 
     dialect = POSTGRES_DIALECT
+    autocommit_reads = False
 
     def __init__(self, url: str, conninfo: str, *, schema: str | None = None) -> None:
         self._password = _url_password(url)
@@ -97,19 +88,17 @@ class PostgresBackend(SqlBackend):
         port = str(params.get("port") or "5432")
         self._location = f"{host}:{port}/{params.get('dbname') or params.get('user') or ''}"
         self._user = str(params.get("user") or "")
-        self._pid = os.getpid()
         self._connect_kwargs: dict[str, Any] = {}
         if "connect_timeout" not in params:
             self._connect_kwargs["connect_timeout"] = DEFAULT_CONNECT_TIMEOUT
-        try:
-            super().__init__(_redact_url(url))
-        except BaseException:
-            self.close()
-            raise
 
-    # --- connections ---------------------------------------------------------------------
+    def __repr__(self) -> str:
+        return f"PostgresEngine({self.describe()!r})"
 
-    def _connect(self) -> psycopg.Connection[Any]:
+    # --- connections and transactions ---------------------------------------------------------
+
+    def connect(self) -> psycopg.Connection[Any]:
+        """A session with ``search_path`` set to the store's schema."""
         try:
             conn = psycopg.connect(self._conninfo, autocommit=True, **self._connect_kwargs)
         except psycopg.Error as exc:
@@ -125,32 +114,16 @@ class PostgresBackend(SqlBackend):
                 raise StorageError(self._scrub(f"PostgreSQL at {self._location}: {_reason(exc)}")) from exc
         return conn
 
-    def _connection(self) -> Any:
-        if self._pid != os.getpid():
-            # A forked child must not use (or close) its parent's sessions: start afresh.
-            self._pid = os.getpid()
-            self._local = threading.local()
-            with self._conn_lock:
-                self._all_connections = []
-        conn = getattr(self._local, "conn", None)
-        if conn is not None and conn.closed:
-            # The session was lost (server restart, pg_terminate_backend, network):
-            # forget it so that this transaction opens a new one.
-            self._local.conn = None
-            with self._conn_lock:
-                if conn in self._all_connections:
-                    self._all_connections.remove(conn)
-        return super()._connection()
-
-    def _begin(self, conn: Any, write: bool) -> None:
+    def begin(self, conn: Any, write: bool) -> None:
+        """``BEGIN ISOLATION LEVEL READ COMMITTED`` (after rolling back anything left over)."""
         if conn.info.transaction_status != TransactionStatus.IDLE:
             # Left over from a failed rollback: never continue someone else's transaction.
             conn.execute("ROLLBACK")
         conn.execute("BEGIN ISOLATION LEVEL READ COMMITTED")
 
-    def _commit(self, conn: Any) -> None:
+    def commit(self, conn: Any) -> None:
+        """Commit, refusing to let PostgreSQL turn it into a silent rollback."""
         if conn.info.transaction_status == TransactionStatus.INERROR:
-            # PostgreSQL would turn this COMMIT into a silent ROLLBACK: say so instead.
             conn.execute("ROLLBACK")
             raise StorageError(
                 f"PostgreSQL at {self._location}: the transaction was aborted by an earlier error "
@@ -158,34 +131,75 @@ class PostgresBackend(SqlBackend):
             )
         conn.execute("COMMIT")
 
-    def _rollback(self, conn: Any) -> None:
+    def rollback(self, conn: Any) -> None:
+        """Roll back whatever is open."""
         if not conn.closed and conn.info.transaction_status != TransactionStatus.IDLE:
             conn.execute("ROLLBACK")
 
-    def _lock_for_migration(self, tx: SqlTransaction) -> None:
-        """Serialise migrations of this schema across processes; create the schema if missing."""
-        tx._q("SELECT pg_advisory_xact_lock(?)", (_lock_key(self.schema),))
-        if self.schema is not None:
-            exists = tx._q("SELECT 1 FROM pg_namespace WHERE nspname = ?", (self.schema,)).fetchone()
-            if exists is None:
-                tx._q(f'CREATE SCHEMA "{self.schema}"')
+    # --- the same, for asyncio (psycopg's AsyncConnection) -------------------------------------
 
-    def _migrate(self) -> None:
+    async def connect_async(self) -> psycopg.AsyncConnection[Any]:
+        """An async session with ``search_path`` set to the store's schema."""
         try:
-            super()._migrate()
-        except (StorageError, ConflictError) as exc:
-            raise ConfigError(f"PostgreSQL store {self._describe_location()} cannot be opened: {exc}") from exc
+            conn = await psycopg.AsyncConnection.connect(self._conninfo, autocommit=True, **self._connect_kwargs)
+        except psycopg.Error as exc:
+            raise StorageError(self._scrub(f"cannot connect to PostgreSQL at {self._location}: {_reason(exc)}")) from (
+                None if self._leaks(exc) else exc
+            )
+        if self.schema is not None:
+            try:
+                await conn.execute(f'SET search_path TO "{self.schema}"')
+            except psycopg.Error as exc:
+                await conn.close()
+                raise StorageError(self._scrub(f"PostgreSQL at {self._location}: {_reason(exc)}")) from exc
+        return conn
+
+    async def begin_async(self, conn: Any, write: bool) -> None:
+        """``BEGIN ISOLATION LEVEL READ COMMITTED``."""
+        if conn.info.transaction_status != TransactionStatus.IDLE:
+            await conn.execute("ROLLBACK")
+        await conn.execute("BEGIN ISOLATION LEVEL READ COMMITTED")
+
+    async def commit_async(self, conn: Any) -> None:
+        """Commit, refusing to let PostgreSQL turn it into a silent rollback."""
+        if conn.info.transaction_status == TransactionStatus.INERROR:
+            await conn.execute("ROLLBACK")
+            raise StorageError(
+                f"PostgreSQL at {self._location}: the transaction was aborted by an earlier error "
+                "(caught inside the transaction) and has been rolled back"
+            )
+        await conn.execute("COMMIT")
+
+    async def rollback_async(self, conn: Any) -> None:
+        """Roll back whatever is open."""
+        if not conn.closed and conn.info.transaction_status != TransactionStatus.IDLE:
+            await conn.execute("ROLLBACK")
+
+    def usable(self, conn: Any) -> bool:
+        """False once the session was lost (server restart, terminated backend, network)."""
+        return not conn.closed and conn.info.transaction_status != TransactionStatus.UNKNOWN
+
+    def prepare_migration(self, statement: Statement) -> None:
+        """Serialise migrations of this schema across processes; create the schema if missing."""
+        statement("SELECT pg_advisory_xact_lock(?)", (_lock_key(self.schema),))
+        if self.schema is not None:
+            exists = statement("SELECT 1 FROM pg_namespace WHERE nspname = ?", (self.schema,)).fetchone()
+            if exists is None:
+                statement(f'CREATE SCHEMA "{self.schema}"', ())
+
+    def refuse_foreign_database(self, statement: Statement) -> None:
+        """A PostgreSQL database is shared by many applications: kmsbox's tables (all
+        named ``kmsbox_*``, or in their own schema) live beside theirs."""
 
     # --- errors --------------------------------------------------------------------------
 
-    def _storage_error(self, exc: BaseException) -> KmsboxError | None:
-        if _is_conflict(exc):
-            return ConflictError("row already exists (a concurrent writer got there first)")
-        if isinstance(exc, (psycopg.errors.SerializationFailure, psycopg.errors.DeadlockDetected)):
-            return ConflictError(f"a concurrent transaction on PostgreSQL at {self._location} won: retry")
+    def error(self, exc: BaseException) -> KmsboxError | None:
+        """psycopg's exceptions as kmsbox's (lost races as ConflictError)."""
         if not isinstance(exc, psycopg.Error):
             return None
         sqlstate = exc.sqlstate
+        if sqlstate in _CONFLICT_STATES:
+            return ConflictError(f"a concurrent transaction on PostgreSQL at {self._location} won: retry")
         if isinstance(exc, psycopg.OperationalError) and (
             sqlstate is None or sqlstate.startswith("08") or sqlstate in _CONNECTION_LOST_STATES
         ):
@@ -245,12 +259,13 @@ def _redact_url(url: str) -> str:
         return url.split("://", 1)[0] + "://***"
 
 
-def open_postgres(url: str) -> PostgresBackend:
+def open_postgres(url: str, *, create: bool = True) -> SqlBackend:
     """Open ``postgresql://user@host:port/dbname?schema=NAME&...`` (or ``postgres://``).
 
     ``schema`` is kmsbox's own parameter; the rest goes to libpq unchanged.
     Raises ConfigError for a malformed URL, a bad schema name, an unreachable
-    server or a schema newer than this code.
+    server, a schema newer than this code, or (``create`` False) a database or schema
+    without a kmsbox store.
     """
     try:
         parts = urlsplit(url)
@@ -271,4 +286,4 @@ def open_postgres(url: str) -> PostgresBackend:
         )
     rest = "&".join(item for item in items if item.partition("=")[0] != "schema")
     conninfo = urlunsplit(parts._replace(scheme="postgresql", query=rest))
-    return PostgresBackend(url, conninfo, schema=schema)
+    return SqlBackend(_redact_url(url), PostgresEngine(url, conninfo, schema=schema), create=create)

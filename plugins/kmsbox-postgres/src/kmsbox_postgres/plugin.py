@@ -9,11 +9,11 @@ from kmsbox.hookspecs import hookimpl
 __all__ = ["register_storage_backends"]
 
 
-def _open(url: str) -> Any:
+def _open(url: str, *, create: bool = True) -> Any:
     # Imported on use so that loading the plugin does not import psycopg.
     from kmsbox_postgres.backend import open_postgres
 
-    return open_postgres(url)
+    return open_postgres(url, create=create)
 
 
 @hookimpl

@@ -144,6 +144,111 @@ MIGRATIONS: list[list[Statement]] = [
             "(namespace, namespace_key_version, name, version)",
         ),
     ],
+    # 3: no copied key-version columns (jobs read the envelope header); read counts in a
+    # table of their own, one row per process counter (readers never contend on the
+    # secret row); a key-state row per namespace; audit events in several chains, each
+    # with a head row, ordered store-wide by (at, chain, seq); the seals (MACs) that
+    # authenticate rows. Rows copied here are sealed by the store at its next open.
+    [
+        (
+            "postgres",
+            "LOCK TABLE kmsbox_secrets, kmsbox_secret_history, kmsbox_namespace_keys, kmsbox_audit_events, "
+            "kmsbox_audit_head IN EXCLUSIVE MODE",
+        ),
+        """CREATE TABLE kmsbox_secrets_v3 (
+            namespace TEXT NOT NULL,
+            name TEXT NOT NULL,
+            version {bigint} NOT NULL,
+            status TEXT NOT NULL,
+            created_at {real} NOT NULL,
+            updated_at {real} NOT NULL,
+            expires_at {real},
+            category TEXT,
+            description TEXT,
+            labels TEXT NOT NULL,
+            row_version {bigint} NOT NULL,
+            version_created_at {real} NOT NULL,
+            seal {blob},
+            blob {blob},
+            PRIMARY KEY (namespace, name)
+        ){without_rowid}""",
+        """INSERT INTO kmsbox_secrets_v3 SELECT namespace, name, version, status, created_at, updated_at,
+            expires_at, category, description, labels, row_version, COALESCE(version_created_at, updated_at),
+            NULL, blob FROM kmsbox_secrets""",
+        """CREATE TABLE kmsbox_secret_access (
+            namespace TEXT NOT NULL,
+            name TEXT NOT NULL,
+            counter {bigint} NOT NULL,
+            reads {bigint} NOT NULL,
+            last_at {real},
+            PRIMARY KEY (namespace, name, counter)
+        ){without_rowid}""",
+        """INSERT INTO kmsbox_secret_access SELECT namespace, name, 0, access_count, last_accessed_at
+            FROM kmsbox_secrets WHERE access_count > 0""",
+        "DROP TABLE kmsbox_secrets",
+        "ALTER TABLE kmsbox_secrets_v3 RENAME TO kmsbox_secrets",
+        "CREATE INDEX kmsbox_secrets_expiry ON kmsbox_secrets (expires_at) WHERE expires_at IS NOT NULL",
+        """CREATE TABLE kmsbox_secret_history_v3 (
+            namespace TEXT NOT NULL,
+            name TEXT NOT NULL,
+            version {bigint} NOT NULL,
+            created_at {real} NOT NULL,
+            blob {blob} NOT NULL,
+            PRIMARY KEY (namespace, name, version)
+        ){without_rowid}""",
+        """INSERT INTO kmsbox_secret_history_v3 SELECT namespace, name, version, created_at, blob
+            FROM kmsbox_secret_history""",
+        "DROP TABLE kmsbox_secret_history",
+        "ALTER TABLE kmsbox_secret_history_v3 RENAME TO kmsbox_secret_history",
+        """CREATE TABLE kmsbox_namespaces (
+            namespace TEXT NOT NULL PRIMARY KEY,
+            generation {bigint} NOT NULL,
+            created_at {real} NOT NULL,
+            seal {blob}
+        )""",
+        """INSERT INTO kmsbox_namespaces SELECT namespace, 0, MIN(created_at), NULL
+            FROM kmsbox_namespace_keys GROUP BY namespace""",
+        """CREATE TABLE kmsbox_audit_chains (
+            chain {bigint} NOT NULL PRIMARY KEY,
+            seq {bigint} NOT NULL,
+            at {bigint} NOT NULL,
+            mac {blob} NOT NULL,
+            seal {blob}
+        )""",
+        """CREATE TABLE kmsbox_audit_events_v3 (
+            at {bigint} NOT NULL,
+            chain {bigint} NOT NULL,
+            seq {bigint} NOT NULL,
+            time {real} NOT NULL,
+            namespace TEXT,
+            name TEXT,
+            secret_version {bigint},
+            action TEXT NOT NULL,
+            result TEXT NOT NULL,
+            actor TEXT,
+            context TEXT NOT NULL,
+            detail TEXT NOT NULL,
+            key_version {bigint} NOT NULL,
+            mac {blob} NOT NULL,
+            record {bigint} NOT NULL,
+            row_version {bigint},
+            state {blob},
+            PRIMARY KEY (at, chain, seq)
+        ){without_rowid}""",
+        # The events written before: chain 0, MAC input format 1.
+        """INSERT INTO kmsbox_audit_events_v3 SELECT CAST(time * 1000000 AS {bigint}), 0, seq, time, namespace,
+            name, secret_version, action, result, actor, context, detail, audit_key_version, mac, 1, NULL, NULL
+            FROM kmsbox_audit_events""",
+        """INSERT INTO kmsbox_audit_chains SELECT 0, seq, at, mac, NULL FROM kmsbox_audit_events_v3
+            WHERE seq = (SELECT MAX(seq) FROM kmsbox_audit_events_v3)""",
+        "DROP TABLE kmsbox_audit_events",
+        "DROP TABLE kmsbox_audit_head",
+        "ALTER TABLE kmsbox_audit_events_v3 RENAME TO kmsbox_audit_events",
+        # The last recorded state of each secret and namespace: what a put checks and
+        # verify compares with (only events that record a state are in it).
+        """CREATE INDEX kmsbox_audit_states ON kmsbox_audit_events (namespace, name, row_version)
+            WHERE row_version IS NOT NULL""",
+    ],
 ]
 
 #: The schema version this code writes and understands.
@@ -154,9 +259,11 @@ TABLES = (
     "kmsbox_meta",
     "kmsbox_secrets",
     "kmsbox_secret_history",
+    "kmsbox_secret_access",
+    "kmsbox_namespaces",
     "kmsbox_namespace_keys",
     "kmsbox_namespace_key_wraps",
+    "kmsbox_audit_chains",
     "kmsbox_audit_events",
-    "kmsbox_audit_head",
     "kmsbox_jobs",
 )

@@ -1,0 +1,135 @@
+"""Jobs and repair against a database-only attacker, on SQLite and PostgreSQL: they choose
+keys by the envelope's own header (authenticated on use), never delete a secret that can
+be read, and never let an edit through the database turn into a deletion by kmsbox."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from db_attacker import Attacker, key_version_of, with_key_version
+
+from kmsbox.errors import IntegrityError
+from kmsbox.store.service import SecretStore
+
+NS = "billing"
+OTHER_NS = "search"
+
+
+def _rotated(db: Attacker) -> SecretStore:
+    """Three secrets under namespace key v1, and v2 rotated in (v1 rotating)."""
+    store = db.open()
+    for name in ("alpha", "beta", "gamma"):
+        store.put(name, f"{name}-value", namespace=NS)
+    store.put("elsewhere", "elsewhere-value", namespace=OTHER_NS)
+    assert store.rotate_namespace_key(NS) == 2
+    return store
+
+
+def _readable(store: SecretStore) -> dict[str, str]:
+    values: dict[str, str] = {}
+    for name in ("alpha", "beta", "gamma"):
+        result = store.try_get(name, namespace=NS)
+        if result.ok:
+            assert result.secret is not None
+            values[name] = str(result.secret.value)
+    return values
+
+
+def test_an_envelope_header_naming_another_key_fails_to_read_and_is_diagnosed(db: Attacker) -> None:
+    store = _rotated(db)
+    blob = db.blob(NS, "alpha", 1)
+    db.set_blob(NS, "alpha", 1, with_key_version(blob, 2))
+    with pytest.raises(IntegrityError):
+        db.open().get("alpha", namespace=NS)
+    assert ("secret_corrupt", "alpha") in {(i.code, i.secret) for i in store.diagnose().issues}
+    assert _readable(store) == {"beta": "beta-value", "gamma": "gamma-value"}
+
+
+def test_rewrap_moves_every_readable_secret_and_keeps_the_key_an_unreadable_one_may_need(db: Attacker) -> None:
+    store = _rotated(db)
+    # Corrupt beta's wrapped DEK: its header still names v1, so the job meets it and reports it.
+    blob = db.blob(NS, "beta", 1)
+    db.set_blob(NS, "beta", 1, blob[:20] + bytes([blob[20] ^ 1]) + blob[21:])
+    report = store.rewrap_deks(NS)
+    assert report.processed == 2 and report.remaining == 1
+    assert report.details["retired"] == []  # v1 stays: beta may still need it
+    assert store.cleanup_retired_keys().details["deleted"] == []
+    assert _readable(db.open()) == {"alpha": "alpha-value", "gamma": "gamma-value"}
+    assert {key_version_of(db.blob(NS, n, 1)) for n in ("alpha", "gamma")} == {2}
+    db.set_blob(NS, "beta", 1, blob)  # restored from a backup, it reads
+    assert db.open().get("beta", namespace=NS).value == "beta-value"
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="adversarial-bugs.md#4: a header rewritten to the active key version hides a secret from rewrap_deks; "
+    "its key is then retired and deleted",
+)
+def test_a_header_rewritten_to_the_new_key_never_gets_the_old_key_deleted(db: Attacker) -> None:
+    # The issue's "jobs trust a copied column", with the header as the copy: alpha's envelope
+    # now names v2, though its DEK is wrapped under v1.
+    store = _rotated(db)
+    blob = db.blob(NS, "alpha", 1)
+    db.set_blob(NS, "alpha", 1, with_key_version(blob, 2))
+    store.rewrap_deks(NS)
+    store.cleanup_retired_keys()
+    db.set_blob(NS, "alpha", 1, blob)  # the header put back from a backup
+    assert db.open().get("alpha", namespace=NS).value == "alpha-value"
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="adversarial-bugs.md#5: a header naming a key version the namespace never had reads as KeyUnavailable, "
+    "not IntegrityError",
+)
+def test_a_header_naming_a_key_version_that_never_existed_is_an_integrity_error(db: Attacker) -> None:
+    store = _rotated(db)
+    db.set_blob(NS, "alpha", 1, with_key_version(db.blob(NS, "alpha", 1), 7))
+    with pytest.raises(IntegrityError):
+        db.open().get("alpha", namespace=NS)
+    issues = {(i.code, i.secret) for i in store.diagnose().issues}
+    assert ("secret_corrupt", "alpha") in issues and ("missing_namespace_key", None) not in issues
+
+
+def test_repair_with_confirmed_deletion_never_deletes_a_secret_that_reads(db: Attacker) -> None:
+    store = _rotated(db)
+    store.rewrap_deks(NS)
+    # Edits that make rows look wrong without making their values unreadable for good.
+    db.sql("UPDATE kmsbox_secrets SET status = 'disabled' WHERE namespace = ? AND name = 'alpha'", (NS,))
+    db.sql("UPDATE kmsbox_secrets SET expires_at = ? WHERE namespace = ? AND name = 'beta'", (time.time() - 60, NS))
+    report = store.repair(dry_run=False, confirm_delete=True)
+    assert not any("alpha" in step or "beta" in step for step in report.done)
+    assert store.cleanup_expired(0) == 0
+    db.sql("UPDATE kmsbox_secrets SET status = 'active' WHERE namespace = ? AND name = 'alpha'", (NS,))
+    db.sql("UPDATE kmsbox_secrets SET expires_at = NULL WHERE namespace = ? AND name = 'beta'", (NS,))
+    assert _readable(db.open()) == {"alpha": "alpha-value", "beta": "beta-value", "gamma": "gamma-value"}
+    assert store.verify_audit().ok
+
+
+def test_repair_deletes_only_what_cannot_be_read(db: Attacker) -> None:
+    store = _rotated(db)
+    blob = db.blob(NS, "alpha", 1)
+    db.set_blob(NS, "alpha", 1, blob[:20] + bytes([blob[20] ^ 1]) + blob[21:])  # its wrapped DEK
+    dry = store.repair()
+    assert dry.needs_confirmation == [f"delete unrecoverable secret {NS}/alpha v1"]
+    with pytest.raises(IntegrityError):
+        store.get("alpha", namespace=NS)
+    report = store.repair(dry_run=False, confirm_delete=True)
+    assert report.done[-1] == f"deleted secret {NS}/alpha (1 versions; its current version was unrecoverable)"
+    assert _readable(db.open()) == {"beta": "beta-value", "gamma": "gamma-value"}
+    assert db.open().get("elsewhere", namespace=OTHER_NS).value == "elsewhere-value"
+    assert store.verify_audit().ok
+
+
+def test_jobs_pass_over_an_altered_secret_row_and_go_on_with_the_rest(db: Attacker) -> None:
+    store = _rotated(db)
+    db.sql("UPDATE kmsbox_secrets SET labels = ? WHERE namespace = ? AND name = 'gamma'", ('{"x": "y"}', NS))
+    store.rewrap_deks(NS)
+    store.reencrypt(NS)
+    reader = db.open()
+    assert _readable(reader) == {"alpha": "alpha-value", "beta": "beta-value"}
+    with pytest.raises(IntegrityError):
+        reader.get("gamma", namespace=NS)
+    assert reader.get("elsewhere", namespace=OTHER_NS).value == "elsewhere-value"
+    assert any("gamma" in p for p in reader.verify_audit().problems)
