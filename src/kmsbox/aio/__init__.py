@@ -1,0 +1,101 @@
+"""kmsbox for asyncio: a store and an engine that never block the event loop.
+
+    store = await kmsbox.aio.open_store("sqlite:///secrets.db", kek="env://KMSBOX_MASTER_KEY")
+    async with store:
+        await store.put("db/password", "hunter2", namespace="app:production")
+        secret = await store.get("db/password", namespace="app:production")
+
+A KMS call or a database wait never runs on the loop's thread; with keys cached, a read
+of a SQLite or PostgreSQL store makes no thread hop at all; concurrent cold reads of one
+namespace make one KMS call. See ``docs/async.md``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from kmsbox.aio.engine import Envelope
+from kmsbox.aio.kek import AsyncKekProvider, InlineKek, ThreadedKek, async_kek
+from kmsbox.aio.store import AsyncSecretStore
+from kmsbox.errors import KmsboxError
+from kmsbox.kek import KekProvider
+from kmsbox.keys import KeyCache
+from kmsbox.store.config import opening_error, prepare_store
+from kmsbox.store.runtime import StoreRuntime
+
+__all__ = [
+    "AsyncKekProvider",
+    "AsyncSecretStore",
+    "Envelope",
+    "InlineKek",
+    "ThreadedKek",
+    "async_kek",
+    "open_store",
+]
+
+#: Worker threads of a store's pool (KEK calls of sync providers, waits for a lock).
+DEFAULT_WORKERS = 8
+
+
+async def open_store(
+    url: str | None = None,
+    kek: str | KekProvider | Sequence[str | KekProvider] | None = None,
+    *,
+    audit_reads: bool | None = None,
+    config_file: str | os.PathLike[str] | None = None,
+    cache: KeyCache[Any] | None = None,
+    create: bool = True,
+    audit_chains: int | None = None,
+    audit_sinks: Sequence[str] | None = None,
+    executor: ThreadPoolExecutor | None = None,
+) -> AsyncSecretStore:
+    """Open an :class:`AsyncSecretStore` (the arguments and errors of :func:`kmsbox.open_store`).
+
+    ``executor`` is the bounded thread pool for what cannot be awaited natively (a sync
+    KEK provider's calls, a SQLite write that must wait for the lock); by default the
+    store makes one of :data:`DEFAULT_WORKERS` threads and shuts it down at ``close()``.
+    Opening (settings, schema migration, the audit key's unwrap) runs off the loop too.
+    """
+    own = executor is None
+    pool = executor or ThreadPoolExecutor(max_workers=DEFAULT_WORKERS, thread_name_prefix="kmsbox-aio")
+    loop = asyncio.get_running_loop()
+    try:
+        prepared = await loop.run_in_executor(
+            pool,
+            lambda: prepare_store(
+                url,
+                kek,
+                audit_reads=audit_reads,
+                config_file=config_file,
+                cache=cache,
+                create=create,
+                audit_chains=audit_chains,
+                audit_sinks=audit_sinks,
+            ),
+        )
+    except BaseException:
+        if own:
+            pool.shutdown(wait=False)
+        raise
+    runtime = StoreRuntime(
+        prepared.backend,
+        prepared.providers,
+        cache=prepared.cache,
+        settings=prepared.runtime_settings,
+        sinks=prepared.sinks,
+    )
+    store = AsyncSecretStore(runtime, pool, own_executor=own)
+    try:
+        await store._open()
+    except BaseException as exc:
+        await loop.run_in_executor(pool, prepared.close)
+        if own:
+            pool.shutdown(wait=False)
+        if isinstance(exc, KmsboxError):
+            raise opening_error(exc) from exc.__cause__
+        raise
+    return store
