@@ -5,6 +5,10 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import os
+import sqlite3
+import time
+from contextlib import closing
 from pathlib import Path
 
 import pytest
@@ -12,7 +16,8 @@ from cli_helpers import invoker, isolate, one_error_line
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from kmsbox.errors import ConfigError
+import kmsbox
+from kmsbox.errors import ConfigError, StorageError
 from kmsbox.storage import open_storage
 from kmsbox.storage.sqlite import open_sqlite
 from kmsbox.store.config import StoreSettings, load_settings
@@ -208,8 +213,8 @@ def test_cli_reports_a_bad_config_file_in_one_line_with_exit_7(monkeypatch: pyte
 @pytest.mark.parametrize(
     ("query", "fragment"),
     [
-        ("?foo=1", "unknown parameter 'foo'"),
-        ("?busy_timeout=5&journal=off", "unknown parameter 'journal'"),
+        ("?foo=1", "unknown parameter (known: busy_timeout)"),
+        ("?busy_timeout=5&journal=off", "unknown parameter (known: busy_timeout)"),
         ("?busy_timeout=1&busy_timeout=2", "parameter 'busy_timeout' is given twice"),
         ("?busy_timeout", "the query must look like"),
         ("?busy_timeout=", "busy_timeout must be a number of seconds"),
@@ -222,7 +227,7 @@ def test_cli_reports_a_bad_config_file_in_one_line_with_exit_7(monkeypatch: pyte
         ("#part", "takes no #fragment"),
     ],
 )
-def test_a_bad_sqlite_url_query_is_a_config_error_naming_the_parameter(
+def test_a_bad_sqlite_url_query_is_a_config_error_saying_what_is_wrong(
     tmp_path: Path, query: str, fragment: str
 ) -> None:
     url = f"sqlite:///{tmp_path / 'x.db'}{query}"
@@ -233,14 +238,21 @@ def test_a_bad_sqlite_url_query_is_a_config_error_naming_the_parameter(
     assert not (tmp_path / "x.db").exists()
 
 
-def test_busy_timeout_is_taken_from_the_url(tmp_path: Path) -> None:
-    backend = open_sqlite(f"sqlite:///{tmp_path / 'x.db'}?busy_timeout=2.5")
-    try:
-        assert backend.busy_timeout == 2.5
-    finally:
-        backend.close()
+def test_busy_timeout_is_taken_from_the_url(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("KMSBOX_CONFIG_TEST_KEK", os.urandom(32).hex())
+    url = f"sqlite:///{tmp_path / 'x.db'}?busy_timeout=1"
+    with kmsbox.open_store(url, kek="env://KMSBOX_CONFIG_TEST_KEK") as store:
+        store.put("s", "v", namespace="ns")
+        # Another process holds the write lock: the put gives up after the URL's 1 s, not the default 60 s.
+        with closing(sqlite3.connect(tmp_path / "x.db", isolation_level=None)) as other:
+            other.execute("BEGIN IMMEDIATE")
+            started = time.monotonic()
+            with pytest.raises(StorageError, match="stayed locked for 1s"):
+                store.put("s", "v2", namespace="ns")
+            assert time.monotonic() - started < 10
+            other.execute("ROLLBACK")
 
 
 def test_cli_reports_an_unknown_sqlite_parameter_with_exit_7(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     isolate(monkeypatch, tmp_path, store=f"sqlite:///{tmp_path / 'x.db'}?foo=1", kek=True)
-    assert "unknown parameter 'foo'" in one_error_line(invoker()("list", "ns"), "config")
+    assert "unknown parameter (known: busy_timeout)" in one_error_line(invoker()("list", "ns"), "config")

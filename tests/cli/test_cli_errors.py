@@ -28,7 +28,9 @@ cli_main = importlib.import_module("kmsbox.cli.main")
 def run(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Invoke:
     """``kmsbox`` with a working SQLite store and KEK in the environment."""
     isolate(monkeypatch, tmp_path, store=f"sqlite:///{tmp_path / 'secrets.db'}", kek=True)
-    return invoker()
+    invoke = invoker()
+    ok(invoke("init"))
+    return invoke
 
 
 @pytest.fixture
@@ -94,6 +96,9 @@ HUGE = "99999999999999999999"
         ["get", "ns", "a", "--version", "-1"],
         ["audit", "list", "--cursor", HUGE],
         ["audit", "list", "--cursor", "-1"],
+        ["audit", "list", "--cursor", f"{HUGE}-0-1"],
+        ["audit", "list", "--cursor", f"1-{2**31}-1"],
+        ["audit", "list", "--cursor", f"1-0-{MAX_COUNT + 1}"],
         ["audit", "list", "--limit", HUGE],
         ["list", "ns", "--limit", HUGE],
         ["compromise", "ns", HUGE, "--yes"],
@@ -114,7 +119,7 @@ def test_out_of_range_numbers_are_usage_errors_before_anything_opens(
 def test_the_largest_version_and_cursor_are_accepted(run_without_store: Invoke) -> None:
     # They pass the parser and reach the (missing) store: the bound is not off by one.
     one_error_line(run_without_store("get", "ns", "a", "--version", str(MAX_COUNT)), "config")
-    one_error_line(run_without_store("audit", "list", "--cursor", str(MAX_COUNT)), "config")
+    one_error_line(run_without_store("audit", "list", "--cursor", f"{MAX_COUNT}-{2**31 - 1}-{MAX_COUNT}"), "config")
 
 
 def test_every_numeric_option_of_every_command_is_bounded() -> None:

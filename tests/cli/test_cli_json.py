@@ -64,20 +64,29 @@ def test_every_command_prints_one_json_document(run: Invoke, tmp_path: Path) -> 
     assert json_run("keys add-version", str(keyring)) == {"primary_version": "v2"}
     assert json_run("keys remove-version", str(keyring), "v1", "--yes") == {"removed_version": "v1"}
 
+    assert json_run("init", "--namespace", "ns") == {
+        "created": True,
+        "store": f"sqlite {tmp_path / 'secrets.db'}",
+        "namespaces_created": ["ns"],
+    }
     assert json_run("put", "ns", "a", input="value-one")["version"] == 1
     json_run("put", "ns", "b", input="value-two")
     assert json_run("get", "ns", "a")["value"] == "value-one"
+    assert json_run("info", "ns", "a")["version"] == 1
+    assert json_run("namespaces") == {"namespaces": ["ns"]}
     assert [i["name"] for i in json_run("list", "ns")["items"]] == ["a", "b"]
     assert json_run("history", "ns", "a")[0]["version"] == 1
     assert json_run("disable", "ns", "b")["status"] == "disabled"
     assert json_run("enable", "ns", "b")["status"] == "active"
+    assert json_of(run("--json", "cleanup", "--dry-run")) == {"dry_run": True, "secrets": [], "would_delete": 0}
     assert json_run("cleanup") == {"deleted": 0}
 
     assert json_run("audit list")["events"]
     head = json_run("audit checkpoint")
-    written = json_of(run("--json", "audit", "checkpoint", "--output", str(checkpoint)))
-    assert written == {"seq": head["seq"], "output": str(checkpoint)}
-    assert json.loads(checkpoint.read_text())["seq"] == head["seq"]
+    events = sum(c["seq"] for c in head["chains"])
+    written = json_of(run("--json", "audit", "checkpoint", "--to", str(checkpoint)))
+    assert written == {"output": str(checkpoint), "chains": len(head["chains"]), "events": events}
+    assert sum(c["seq"] for c in json.loads(checkpoint.read_text())["chains"]) == events
     assert json_run("audit verify", "--checkpoint", str(checkpoint))["ok"] is True
 
     assert "ns" in json_run("status")["namespaces"]
@@ -100,7 +109,13 @@ def test_every_command_prints_one_json_document(run: Invoke, tmp_path: Path) -> 
     assert json_run("fake-kms list") == {"dummy": "a stand-in"}
     assert json_run("fake-kms serve")["dummy"]["kek_uri"] == "dummy-kms://key/1"
 
-    assert json_run("delete", "ns", "b")["deleted_versions"] == 1
+    assert json_of(run("--json", "delete", "ns", "b", "--dry-run")) == {
+        "namespace": "ns",
+        "name": "b",
+        "dry_run": True,
+        "would_delete_versions": 1,
+    }
+    assert json_run("delete", "ns", "b", "--yes")["deleted_versions"] == 1
     assert json_run("kek migrate", "--to", kek_uri)["job"]
 
     missing = {name for name, _ in leaf_commands(get_cli())} - set(outputs) - {"demo"}

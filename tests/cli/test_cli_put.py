@@ -18,9 +18,11 @@ YEAR = 365.25 * 86400
 
 @pytest.fixture
 def run(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Invoke:
-    """``kmsbox`` with a working SQLite store and KEK in the environment."""
+    """``kmsbox`` with a working SQLite store (holding an empty namespace ``ns``) and KEK in the environment."""
     isolate(monkeypatch, tmp_path, store=f"sqlite:///{tmp_path / 'secrets.db'}", kek=True)
-    return invoker()
+    invoke = invoker()
+    ok(invoke("init", "--namespace", "ns"))
+    return invoke
 
 
 def _expires_at(run: Invoke, name: str) -> float | None:

@@ -58,11 +58,12 @@ def _prepare(folder: Path) -> tuple[str, str]:
     return f"sqlite:///{(folder / 'secrets.db').absolute()}", kek
 
 
-def run_demo(folder: Path, *, quiet: bool = False) -> dict[str, Any]:
+def run_demo(folder: Path, *, quiet: bool = False, kept: bool = True) -> dict[str, Any]:
     """Create a keyring and an SQLite store in ``folder``, exercise them, and return each step's outcome.
 
-    The returned dict holds the store URL, the KEK URI and one entry per step with
-    versions, counts, statuses and audit results: metadata only, never a value.
+    The returned dict holds the store URL, the KEK URI, whether the folder is ``kept``
+    after the run (False for the temporary folder the caller removes) and one entry per
+    step with versions, counts, statuses and audit results: metadata only, never a value.
     """
     url, kek = _prepare(folder)
     tour = _Narrator(quiet)
@@ -163,8 +164,13 @@ def run_demo(folder: Path, *, quiet: bool = False) -> dict[str, Any]:
                 "verify": {"ok": report.ok, "events_checked": report.events_checked},
             }
         )
-    tour.say(f"\nTry it yourself:\n  export KMSBOX_STORE={url}\n  export KMSBOX_KEK={kek}\n  kmsbox list {_NAMESPACE}")
-    return {"store": url, "kek": kek, "steps": steps, "env": {"KMSBOX_STORE": url, "KMSBOX_KEK": kek}}
+    if kept:
+        tour.say(
+            f"\nTry it yourself:\n  export KMSBOX_STORE={url}\n  export KMSBOX_KEK={kek}\n  kmsbox list {_NAMESPACE}"
+        )
+    else:
+        tour.say("\nThe temporary folder is removed now; run kmsbox demo --dir FOLDER to keep the store and try it.")
+    return {"store": url, "kek": kek, "kept": kept, "steps": steps, "env": {"KMSBOX_STORE": url, "KMSBOX_KEK": kek}}
 
 
 @click.command("demo")
@@ -176,10 +182,16 @@ def run_demo(folder: Path, *, quiet: bool = False) -> dict[str, Any]:
 )
 @pass_settings
 def demo_cmd(settings: Settings, folder: Path | None) -> None:
-    """Walk through put, get, list, expiry and the audit trail on SQLite with a local key."""
-    outcome = run_demo(
-        folder if folder is not None else Path(tempfile.mkdtemp(prefix="kmsbox-demo-")), quiet=settings.as_json
-    )
+    """Walk through put, get, list, expiry and the audit trail on SQLite with a local key.
+
+    Without --dir the store lives in a temporary folder that is removed when the demo
+    ends, also when it fails or is interrupted.
+    """
+    if folder is not None:
+        outcome = run_demo(folder, quiet=settings.as_json)
+    else:
+        with tempfile.TemporaryDirectory(prefix="kmsbox-demo-") as temporary:
+            outcome = run_demo(Path(temporary), quiet=settings.as_json, kept=False)
     if settings.as_json:
         emit_json(outcome)
 

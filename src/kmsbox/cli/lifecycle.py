@@ -1,62 +1,27 @@
-"""Key lifecycle commands: status, rotation, rewrap, re-encryption, migration,
-diagnosis, repair and import. Long jobs show a progress bar (or JSON with --json)."""
+"""Key lifecycle commands: status, rotation, rewrap, re-encryption, compromise, key
+cleanup and KEK migration. Long jobs show a progress bar (or JSON with --json).
+
+Every command on a namespace refuses one that does not exist, with the close names;
+only ``rotate --create`` makes one.
+"""
 
 from __future__ import annotations
 
-import sys
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from pathlib import Path
 from typing import Any
 
 import click
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from kmsbox.cli.files import read_text_file
+from kmsbox.cli.advice import WrapAdvice, advise_status
+from kmsbox.cli.jobs import progress_bar, show_report
 from kmsbox.cli.main import Settings, open_cli_store, pass_settings
-from kmsbox.cli.output import EXIT_CODES, emit_json, table
+from kmsbox.cli.namespace_checks import known_namespace, namespace_exists, unknown_namespace
+from kmsbox.cli.output import emit_json, table
 from kmsbox.cli.params import VERSION, parse_duration
-from kmsbox.store.importing import ON_CONFLICT, parse_dotenv, parse_json_secrets
 from kmsbox.store.jobs import JobReport
+from kmsbox.store.keyring import ACTIVE, ROTATING
+from kmsbox.store.names import validate_namespace
 
-__all__ = ["register"]
-
-
-@contextmanager
-def _progress(settings: Settings, label: str) -> Iterator[Callable[[int, int | None], None] | None]:
-    if settings.as_json or not sys.stderr.isatty():
-        yield None
-        return
-    # The bar goes to stderr (the terminal it was checked on): stdout stays the command's result.
-    with Progress(
-        TextColumn(label),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=Console(stderr=True),
-        transient=True,
-    ) as bar:
-        task = bar.add_task(label, total=None)
-
-        def update(done: int, total: int | None) -> None:
-            bar.update(task, completed=done, total=total)
-
-        yield update
-
-
-def _report(settings: Settings, report: JobReport) -> None:
-    if settings.as_json:
-        emit_json(report.to_dict())
-        return
-    verb = "would process" if report.dry_run else "processed"
-    extra = f", {report.remaining} remaining" if report.remaining else ""
-    click.echo(
-        f"{report.job}{' ' + report.namespace if report.namespace else ''}: {verb} {report.processed if not report.dry_run else report.remaining}, skipped {report.skipped}, {report.batches} batches, {report.kek_calls} KEK calls, {report.seconds:.2f}s{extra if not report.dry_run else ''}"
-    )
-    for key, value in report.details.items():
-        if value:
-            click.echo(f"  {key}: {value}")
+__all__ = ["register", "would_rewrap_after_rotation"]
 
 
 @click.command("status")
@@ -64,8 +29,8 @@ def _report(settings: Settings, report: JobReport) -> None:
 @pass_settings
 def status_cmd(settings: Settings, namespace: str | None) -> None:
     """Active key versions, secrets per key version, retired/compromised keys, pending work."""
-    with open_cli_store(settings) as store:
-        data = store.status(namespace)
+    with open_cli_store(settings) as store, known_namespace(store, namespace):
+        data = advise_status(store.status(namespace), WrapAdvice(store))
     if settings.as_json:
         emit_json(data)
         return
@@ -74,88 +39,129 @@ def status_cmd(settings: Settings, namespace: str | None) -> None:
         ["uri", "provider", "primary version"],
         [[k["uri"], k.get("provider", ""), k["primary_version"]] for k in data["keks"]],
     )
-    rows = []
+    rows: list[list[Any]] = []
     for ns, info in data["namespaces"].items():
-        for key in info["keys"]:
-            rows.append(
-                [
-                    ns,
-                    key["version"],
-                    key["status"],
-                    key["secret_versions"],
-                    ", ".join(f"{w['kek_uri']}#{w['kek_version']}" for w in key["wraps"]),
-                ]
-            )
+        for key in info.get("keys", []):
+            wraps = [f"{w['kek_uri']}#{w['kek_version']}" for w in key["wraps"]] or ["(none)"]
+            # One line per wrap: a URI is never squeezed next to another one.
+            rows.append([ns, key["version"], key["status"], key["secret_versions"], wraps[0]])
+            rows += [["", "", "", "", more] for more in wraps[1:]]
     table("namespace keys", ["namespace", "version", "status", "secret versions", "wrapped by"], rows)
     pending = [(ns, p) for ns, info in data["namespaces"].items() for p in info["pending"]]
     if pending:
-        table("pending work", ["namespace", "what"], pending)
+        table("pending work", ["namespace", "what to do"], pending)
     else:
         click.echo("no pending work")
     for job in data["jobs"]:
-        click.echo(f"unfinished job: {job['job']} (re-run it to resume)")
+        click.echo(f"unfinished job: {job['job']} ({_resume_hint(job)})")
+
+
+def _resume_hint(job: dict[str, Any]) -> str:
+    kind, _, namespace = str(job["job"]).partition(":")
+    if kind == job.get("kind") == "reencrypt" and namespace:
+        return f"resume it: kmsbox reencrypt {namespace}"
+    return "run the same command again to resume it"
+
+
+def would_rewrap_after_rotation(store: Any, namespace: str) -> int:
+    """How many DEKs the rewrap after a rotation would move: those under the active version
+    (it turns ``rotating``) and under versions already rotating."""
+    keys = store.status(namespace)["namespaces"][namespace]["keys"]
+    return sum(int(k["secret_versions"]) for k in keys if k["status"] in (ACTIVE, ROTATING))
 
 
 @click.command("rotate")
 @click.argument("namespace")
 @click.option("--rewrap/--no-rewrap", default=True, show_default=True, help="Also rewrap existing DEKs to the new key.")
-@click.option("--dry-run", is_flag=True)
+@click.option("--create", is_flag=True, help="Make the namespace (its first key) if it does not exist.")
+@click.option("--dry-run", is_flag=True, help="Say what would change; change nothing.")
 @pass_settings
-def rotate_cmd(settings: Settings, namespace: str, rewrap: bool, dry_run: bool) -> None:
-    """Rotate a namespace key (and rewrap its DEKs, no value is re-encrypted)."""
-    with open_cli_store(settings) as store:
-        version = store.rotate_namespace_key(namespace, dry_run=dry_run)
-        if not settings.as_json:
-            click.echo(f"{'would rotate' if dry_run else 'rotated'} {namespace} to key version {version}")
-        report = None
-        if rewrap or dry_run:
-            with _progress(settings, "rewrapping DEKs") as progress:
-                report = store.rewrap_deks(namespace, dry_run=dry_run, progress=progress)
+def rotate_cmd(settings: Settings, namespace: str, rewrap: bool, create: bool, dry_run: bool) -> None:
+    """Rotate a namespace key (and rewrap its DEKs; no value is re-encrypted)."""
+    ns = validate_namespace(namespace)
+    with open_cli_store(settings, create=create and not dry_run) as store:
+        if not namespace_exists(store, ns):
+            if not create:
+                raise unknown_namespace(store, ns, create="--create")
+            version = store.rotate_namespace_key(ns, dry_run=dry_run, create=True)
+            if settings.as_json:
+                emit_json(
+                    {"namespace": ns, "new_version": version, "dry_run": dry_run, "created": True, "rewrap": None}
+                )
+            else:
+                click.echo(f"{'would create' if dry_run else 'created'} namespace {ns} with key version {version}")
+            return
+        with known_namespace(store, ns):
+            version = store.rotate_namespace_key(ns, dry_run=dry_run)
+            report: JobReport | None = None
+            if dry_run and rewrap:
+                report = JobReport("rewrap-deks", ns, dry_run=True, remaining=would_rewrap_after_rotation(store, ns))
+            if not settings.as_json:
+                unchanged = "; nothing was changed" if dry_run and not rewrap else ""
+                click.echo(f"{'would rotate' if dry_run else 'rotated'} {ns} to key version {version}{unchanged}")
+            if rewrap and not dry_run:
+                with progress_bar(settings, "rewrapping DEKs") as progress:
+                    report = store.rewrap_deks(ns, progress=progress)
     if settings.as_json:
         # One JSON document: the new version and the DEK rewrap's report (null with --no-rewrap).
         emit_json(
             {
-                "namespace": namespace,
+                "namespace": ns,
                 "new_version": version,
                 "dry_run": dry_run,
+                "created": False,
                 "rewrap": report.to_dict() if report else None,
             }
         )
     elif report is not None:
-        _report(settings, report)
+        show_report(settings, report)
+    elif not dry_run:
+        click.echo(f"next: kmsbox rewrap-deks {ns} (moves the DEKs to key version {version})")
 
 
 @click.command("rewrap-deks")
 @click.argument("namespace")
-@click.option("--dry-run", is_flag=True)
+@click.option("--dry-run", is_flag=True, help="Count what would be rewrapped; change nothing.")
 @pass_settings
 def rewrap_deks_cmd(settings: Settings, namespace: str, dry_run: bool) -> None:
     """Move DEKs from rotating namespace-key versions to the active one."""
-    with open_cli_store(settings) as store, _progress(settings, "rewrapping DEKs") as progress:
+    with (
+        open_cli_store(settings) as store,
+        known_namespace(store, namespace),
+        progress_bar(settings, "rewrapping DEKs") as progress,
+    ):
         report = store.rewrap_deks(namespace, dry_run=dry_run, progress=progress)
-    _report(settings, report)
+    show_report(settings, report)
 
 
 @click.command("rewrap-namespace-keys")
 @click.option("--namespace")
-@click.option("--dry-run", is_flag=True)
+@click.option("--dry-run", is_flag=True, help="Count what would be rewrapped; change nothing.")
 @pass_settings
 def rewrap_ns_cmd(settings: Settings, namespace: str | None, dry_run: bool) -> None:
     """After a KEK rotation: rewrap namespace keys under each KEK's primary version."""
-    with open_cli_store(settings) as store, _progress(settings, "rewrapping namespace keys") as progress:
+    with (
+        open_cli_store(settings) as store,
+        known_namespace(store, namespace),
+        progress_bar(settings, "rewrapping namespace keys") as progress,
+    ):
         report = store.rewrap_namespace_keys(namespace, dry_run=dry_run, progress=progress)
-    _report(settings, report)
+    show_report(settings, report)
 
 
 @click.command("reencrypt")
 @click.argument("namespace")
-@click.option("--dry-run", is_flag=True)
+@click.option("--dry-run", is_flag=True, help="Count what would be re-encrypted; change nothing.")
 @pass_settings
 def reencrypt_cmd(settings: Settings, namespace: str, dry_run: bool) -> None:
     """Give every secret a fresh DEK and ciphertext (suspected leak, compromised key)."""
-    with open_cli_store(settings) as store, _progress(settings, "re-encrypting") as progress:
+    with (
+        open_cli_store(settings) as store,
+        known_namespace(store, namespace),
+        progress_bar(settings, "re-encrypting") as progress,
+    ):
         report = store.reencrypt(namespace, dry_run=dry_run, progress=progress)
-    _report(settings, report)
+    show_report(settings, report)
 
 
 @click.command("compromise")
@@ -168,7 +174,7 @@ def compromise_cmd(settings: Settings, namespace: str, version: int, no_rotate: 
     """Mark a namespace-key version compromised (then run `kmsbox reencrypt`)."""
     if not yes:
         raise click.UsageError("marking a key compromised cannot be undone: pass --yes")
-    with open_cli_store(settings) as store:
+    with open_cli_store(settings) as store, known_namespace(store, namespace):
         new = store.mark_compromised(namespace, version, rotate=not no_rotate)
     if settings.as_json:
         emit_json({"namespace": namespace, "compromised": version, "new_active_version": new})
@@ -176,21 +182,21 @@ def compromise_cmd(settings: Settings, namespace: str, version: int, no_rotate: 
         click.echo(
             f"marked {namespace} v{version} compromised"
             + (f"; rotated in v{new}" if new else "")
-            + f"; now run: kmsbox reencrypt {namespace}"
+            + f"; next: kmsbox reencrypt {namespace}"
         )
 
 
 @click.command("cleanup-keys")
 @click.option("--older-than", default="0s", show_default=True, metavar="DURATION")
 @click.option("--namespace")
-@click.option("--dry-run", is_flag=True)
+@click.option("--dry-run", is_flag=True, help="List what would be deleted; delete nothing.")
 @pass_settings
 def cleanup_keys_cmd(settings: Settings, older_than: str, namespace: str | None, dry_run: bool) -> None:
     """Delete retired keys nothing references (refuses keys still in use)."""
     age = parse_duration(older_than, allow_zero=True)
-    with open_cli_store(settings) as store:
+    with open_cli_store(settings) as store, known_namespace(store, namespace):
         report = store.cleanup_retired_keys(age, namespace=namespace, dry_run=dry_run)
-    _report(settings, report)
+    show_report(settings, report)
 
 
 @click.group("kek")
@@ -201,92 +207,32 @@ def kek_group() -> None:
 @kek_group.command("migrate")
 @click.option("--to", "to", required=True, metavar="URI", help="The KEK to wrap every namespace key under.")
 @click.option("--drop-old", is_flag=True, help="Afterwards, delete wraps under every other KEK.")
-@click.option("--dry-run", is_flag=True)
+@click.option("--dry-run", is_flag=True, help="Count what would be wrapped; change nothing.")
 @pass_settings
 def kek_migrate(settings: Settings, to: str, drop_old: bool, dry_run: bool) -> None:
     """Move the store to another KEK (any provider) without re-encrypting a secret."""
-    with open_cli_store(settings) as store, _progress(settings, "wrapping namespace keys") as progress:
+    with open_cli_store(settings) as store, progress_bar(settings, "wrapping namespace keys") as progress:
+        configured = [k.uri for k in store.keks]
         report = store.migrate_kek(to, drop_old=drop_old, dry_run=dry_run, progress=progress)
-    _report(settings, report)
-    if not settings.as_json and not dry_run:
-        click.echo(f"next: open the store with --kek {to} (first) from now on")
-
-
-@click.command("diagnose")
-@click.argument("namespace", required=False)
-@click.option("--keys-only", is_flag=True, help="Skip the per-secret DEK check.")
-@pass_settings
-def diagnose_cmd(settings: Settings, namespace: str | None, keys_only: bool) -> None:
-    """Report key drift (never decrypts a value). Exits 6 if anything is critical."""
-    with open_cli_store(settings) as store:
-        report = store.diagnose(namespace, check_secrets=not keys_only)
-    if settings.as_json:
-        emit_json(report.to_dict())
-    elif not report.issues:
+    show_report(settings, report)
+    if settings.as_json or dry_run:
+        return
+    target = str(report.details.get("to", to))
+    others = [uri for uri in configured if uri != target]
+    if drop_old:
         click.echo(
-            f"no issues ({report.namespaces_checked} namespaces, {report.secret_versions_checked} secret versions checked)"
+            f"next: configure {target} alone (remove {', '.join(others) or 'the old KEK'} from --kek, KMSBOX_KEK "
+            f"or [store] kek), then check: kmsbox --kek {target} diagnose"
         )
     else:
-        table(
-            "diagnosis",
-            ["severity", "code", "namespace", "what", "suggested action"],
-            [[i.severity, i.code, i.namespace, i.message, i.action] for i in report.issues],
+        click.echo(
+            f"next: check the store opens with the new KEK alone: kmsbox --kek {target} status; then configure "
+            f"{target} first and the old KEK second, and run: kmsbox kek migrate --to {target} --drop-old"
         )
-    if any(i.severity == "critical" for i in report.issues):
-        sys.exit(EXIT_CODES["key_unavailable"])
-
-
-@click.command("repair")
-@click.argument("namespace", required=False)
-@click.option("--apply", "apply", is_flag=True, help="Carry out the non-destructive steps (default: dry run).")
-@click.option("--confirm-delete", is_flag=True, help="Also delete secrets and keys that can never be opened again.")
-@pass_settings
-def repair_cmd(settings: Settings, namespace: str | None, apply: bool, confirm_delete: bool) -> None:
-    """Repair key drift: a dry run unless --apply; deletions need --confirm-delete too."""
-    with open_cli_store(settings) as store:
-        report = store.repair(namespace, dry_run=not apply, confirm_delete=confirm_delete)
-    if settings.as_json:
-        emit_json(report.to_dict())
-        return
-    for line in report.done:
-        click.echo(f"done: {line}")
-    for line in report.planned if report.dry_run else []:
-        click.echo(f"would: {line}")
-    for line in report.needs_confirmation:
-        click.echo(f"needs --apply --confirm-delete: {line}")
-    click.echo(f"remaining issues: {len(report.remaining)}")
-
-
-@click.command("import")
-@click.argument("namespace")
-@click.argument("source", type=click.Path(dir_okay=False, allow_dash=True, path_type=Path))
-@click.option(
-    "--format", "fmt", type=click.Choice(["dotenv", "json"]), help="Default: from the file name (.json or else dotenv)."
-)
-@click.option("--on-conflict", type=click.Choice(ON_CONFLICT), default="skip", show_default=True)
-@click.option("--category")
-@pass_settings
-def import_cmd(
-    settings: Settings, namespace: str, source: Path, fmt: str | None, on_conflict: str, category: str | None
-) -> None:
-    """Import secrets from a dotenv or JSON file (or - for stdin) into a namespace."""
-    text = read_text_file(source)
-    kind = fmt or ("json" if source.suffix == ".json" else "dotenv")
-    pairs: list[tuple[str, Any]] = parse_json_secrets(text) if kind == "json" else list(parse_dotenv(text))
-    with open_cli_store(settings) as store, _progress(settings, "importing") as progress:
-        report = store.import_secrets(
-            pairs,
-            namespace=namespace,
-            on_conflict=on_conflict,
-            category=category,
-            progress=progress,
-            source=f"{kind}-file",
-        )
-    _report(settings, report)
 
 
 def register(cli: click.Group) -> None:
-    """Add the lifecycle commands."""
+    """Add the key lifecycle commands."""
     for command in (
         status_cmd,
         rotate_cmd,
@@ -295,9 +241,6 @@ def register(cli: click.Group) -> None:
         reencrypt_cmd,
         compromise_cmd,
         cleanup_keys_cmd,
-        diagnose_cmd,
-        repair_cmd,
-        import_cmd,
     ):
         cli.add_command(command)
     cli.add_command(kek_group)

@@ -16,19 +16,8 @@ from typing import Any, NoReturn
 
 import click
 
-from kmsbox.errors import (
-    ConfigError,
-    ConflictError,
-    IntegrityError,
-    KeyUnavailable,
-    KmsboxError,
-    PluginError,
-    ProviderError,
-    SecretDisabled,
-    SecretExpired,
-    SecretNotFound,
-    StorageError,
-)
+from kmsbox.cli.exits import EXIT_CODES, exit_code_for
+from kmsbox.errors import KmsboxError
 
 __all__ = [
     "DEBUG_ENV",
@@ -57,27 +46,13 @@ class Settings:
 pass_settings = click.make_pass_decorator(Settings, ensure=True)
 
 
-def _code_for(exc: BaseException) -> str:
-    if isinstance(exc, SecretNotFound):
-        return "not_found"
-    if isinstance(exc, (SecretExpired, SecretDisabled)):
-        return "denied"
-    if isinstance(exc, IntegrityError):
-        return "integrity"
-    if isinstance(exc, KeyUnavailable):
-        return "key_unavailable"
-    if isinstance(exc, (ConfigError, PluginError)):
-        return "config"
-    if isinstance(exc, ProviderError):
-        return "provider"
-    if isinstance(exc, (StorageError, ConflictError)):
-        return "storage"
-    return "error"
-
-
 @contextmanager
-def open_cli_store(settings: Settings) -> Iterator[Any]:
-    """Open the store named by the global options (or the environment/config)."""
+def open_cli_store(settings: Settings, *, create: bool = False) -> Iterator[Any]:
+    """Open the store named by the global options (or the environment/config).
+
+    Only commands that write pass ``create``: any other command on a store that does not
+    exist (a typo in the URL or path) is a configuration error, and no file is made.
+    """
     from kmsbox.store.config import open_store
 
     store = open_store(
@@ -85,6 +60,7 @@ def open_cli_store(settings: Settings) -> Iterator[Any]:
         settings.keks or None,
         config_file=settings.config,
         audit_reads=False if settings.no_read_audit else None,
+        create=create,
     )
     try:
         yield store
@@ -108,8 +84,6 @@ def _is_click_own(exc: BaseException) -> bool:
 
 def fail_internal(exc: BaseException) -> NoReturn:
     """Exit with one line naming only the exception's type: its message might carry a value."""
-    from kmsbox.cli.output import EXIT_CODES
-
     click.echo(
         f"kmsbox: error: internal error ({type(exc).__name__}); set {DEBUG_ENV}=1 to see the traceback",
         err=True,
@@ -122,13 +96,11 @@ class KmsboxGroup(click.Group):
 
     def invoke(self, ctx: click.Context) -> Any:
         """Run the command; map kmsbox errors, bad input, interrupts and bugs to exit codes."""
-        from kmsbox.cli.output import EXIT_CODES
-
         try:
             return super().invoke(ctx)
         except KmsboxError as exc:
             click.echo(f"kmsbox: error: {exc}", err=True)
-            sys.exit(EXIT_CODES[_code_for(exc)])
+            sys.exit(exit_code_for(exc))
         except ValueError as exc:
             click.echo(f"kmsbox: error: {exc}", err=True)
             sys.exit(EXIT_CODES["usage"])
@@ -171,9 +143,21 @@ def get_cli() -> click.Group:
 
 
 def _load_commands() -> None:
-    from kmsbox.cli import audit, demo, engine, fake_kms, keys, lifecycle, plugins, secrets
+    from kmsbox.cli import (
+        audit,
+        demo,
+        diagnosis,
+        engine,
+        fake_kms,
+        importing,
+        keys,
+        lifecycle,
+        namespaces,
+        plugins,
+        secrets,
+    )
 
-    for module in (secrets, audit, keys, engine, plugins, demo, fake_kms, lifecycle):
+    for module in (namespaces, secrets, audit, keys, engine, plugins, demo, fake_kms, lifecycle, diagnosis, importing):
         module.register(cli)
     from kmsbox.plugins import get_plugin_manager
 
@@ -206,13 +190,11 @@ def _accept_json_after(group: click.Group) -> None:
 
 def main() -> None:
     """Console-script entry point."""
-    from kmsbox.cli.output import EXIT_CODES
-
     try:
         group = get_cli()
     except KmsboxError as exc:
         click.echo(f"kmsbox: error: {exc}", err=True)
-        sys.exit(EXIT_CODES[_code_for(exc)])
+        sys.exit(exit_code_for(exc))
     except Exception as exc:
         # A plugin's register_commands hook is outside our control: still one line.
         if _debugging():

@@ -1,4 +1,4 @@
-"""Bounded option types of the CLI: durations, versions, cursors and finite numbers.
+"""Option values of the CLI: bounded durations, versions and finite numbers, and labels.
 
 Every number a user types is checked here, at parse time, so that a huge or
 non-finite one is a usage error (exit 2) and never an overflow deeper down.
@@ -15,13 +15,10 @@ import click
 
 from kmsbox.limits import LONGEST_SPAN, MAX_COUNT
 
-__all__ = ["CURSOR", "LONGEST_DURATION", "VERSION", "FiniteFloatRange", "parse_duration"]
+__all__ = ["LONGEST_DURATION", "VERSION", "FiniteFloatRange", "parse_duration", "parse_labels"]
 
 #: A secret version or a namespace-key version (1 and up).
 VERSION = click.IntRange(1, MAX_COUNT)
-
-#: An audit-log cursor (a sequence number; 0 is the start).
-CURSOR = click.IntRange(0, MAX_COUNT)
 
 #: The longest duration accepted: the store takes expiries at most 1000 years ahead.
 LONGEST_DURATION = _dt.timedelta(seconds=LONGEST_SPAN)
@@ -58,3 +55,17 @@ class FiniteFloatRange(click.FloatRange):
         if not math.isfinite(number):
             self.fail(f"{value!r} is not a finite number.", param, ctx)
         return number
+
+
+def parse_labels(items: tuple[str, ...]) -> dict[str, str] | None:
+    """``--label KEY=VALUE`` options as a mapping (None when none are given); ValueError
+    for one that is not ``key=value`` (the store checks their length and characters)."""
+    if not items:
+        return None
+    labels: dict[str, str] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"label {item!r} must look like key=value")
+        labels[key] = value
+    return labels
