@@ -12,7 +12,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
-from kmsbox_aws import AwsKmsKekProvider
+from botocore.exceptions import ConnectionClosedError
+from kmsbox_aws import AwsKmsKekProvider, parse_uri
 
 from kmsbox.errors import IntegrityError, ProviderError
 from kmsbox.kek import WrappedKey, open_kek
@@ -193,3 +194,59 @@ def test_kms_integrity_codes_are_integrity_errors(scripted: tuple[_ScriptedKms, 
         server.reply = (400, JSON, _json({"__type": code}))
         with pytest.raises(IntegrityError):
             provider.unwrap(WrappedKey(provider.uri, KEY_ARN, b"x" * 64), CONTEXT)
+
+
+# -- faults aimed at one operation, and what the provider makes of each kind ----------------------
+
+
+@pytest.mark.parametrize(
+    ("kind", "transient", "code"),
+    [
+        ("throttle", True, "ThrottlingException"),
+        ("unavailable", True, "KMSInternalException"),
+        ("timeout", True, "ReadTimeoutError"),
+        ("reset", True, "ConnectionClosedError"),
+        ("denied", False, "AccessDeniedException"),
+        ("malformed", False, "BadResponse"),
+    ],
+)
+def test_each_fault_on_decrypt_only_becomes_the_right_kmsbox_error(
+    aws_fake: Any, monkeypatch: pytest.MonkeyPatch, kind: str, transient: bool, code: str
+) -> None:
+    monkeypatch.setenv("KMSBOX_KMS_TIMEOUT", "0.3")
+    monkeypatch.setenv("KMSBOX_KMS_DEADLINE", "1")
+    kek = open_kek(aws_fake.kek_uri)
+    key = os.urandom(32)
+    aws_fake.faults.reset_counts()
+    aws_fake.faults.configure(rate=1.0, kind=kind, operations={"Decrypt"})
+    wrapped = kek.wrap(key, CONTEXT)  # Encrypt is spared
+    with pytest.raises(ProviderError) as info:
+        kek.unwrap(wrapped, CONTEXT)
+    assert (info.value.transient, info.value.code) == (transient, code)
+    assert aws_fake.faults.calls["Encrypt"] == 1
+    assert (aws_fake.faults.calls["Decrypt"] > 1) is transient  # only transient faults are retried
+    aws_fake.faults.clear()
+    assert kek.unwrap(wrapped, CONTEXT) == key
+
+
+def test_a_reset_fault_resets_the_tcp_connection(aws_fake: Any, kms: Any) -> None:
+    arn = parse_uri(aws_fake.kek_uri).arn
+    kms.describe_key(KeyId=arn)  # a kept-alive connection, as a real client has
+    aws_fake.faults.configure(rate=1.0, kind="reset", operations={"Encrypt"}, count=1)
+    with pytest.raises(ConnectionClosedError) as info:
+        kms.encrypt(KeyId=arn, Plaintext=b"k" * 32)
+    assert "Connection reset by peer" in str(info.value.kwargs.get("error"))
+    assert kms.encrypt(KeyId=arn, Plaintext=b"k" * 32)["KeyId"] == arn  # the client reconnects
+
+
+def test_a_malformed_fault_garbles_the_real_reply(aws_fake: Any, kms: Any) -> None:
+    arn = parse_uri(aws_fake.kek_uri).arn
+    aws_fake.faults.configure(rate=1.0, kind="malformed", operations="Encrypt", count=1)
+    reply = kms.encrypt(KeyId=arn, Plaintext=b"k" * 32)
+    assert "CiphertextBlob" not in reply and reply["ResponseMetadata"]["HTTPStatusCode"] == 200
+
+
+def test_faults_can_only_be_aimed_at_kms_operations(aws_fake: Any) -> None:
+    with pytest.raises(ValueError, match="unknown operation 'decrypt'"):
+        aws_fake.faults.configure(operations={"decrypt"})
+    assert "ReEncrypt" in aws_fake.faults.known_operations

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import kmsbox_gcp.aio
 import pytest
-from google.cloud.kms_v1 import KeyManagementServiceClient
-from kmsbox_gcp.client import ClientSettings, make_client
+from google.cloud.kms_v1 import KeyManagementServiceAsyncClient, KeyManagementServiceClient
+from kmsbox_gcp.client import ClientSettings, make_async_client, make_client
 from kmsbox_gcp.fake import FakeGcpKms
 from kmsbox_gcp.provider import GcpKekProvider
 
@@ -57,3 +59,32 @@ def open_provider(fake: FakeGcpKms) -> Iterator[Callable[[str], GcpKekProvider]]
 def version_state(client: KeyManagementServiceClient, name: str) -> Any:
     """The state of a crypto key version, read through the official client."""
     return client.get_crypto_key_version(name=name).state
+
+
+@pytest.fixture
+def made_clients(monkeypatch: pytest.MonkeyPatch) -> list[KeyManagementServiceAsyncClient]:
+    """Every async client the provider makes, held here: a channel then closes only when it is closed,
+    not when the provider lets go of it."""
+    made: list[KeyManagementServiceAsyncClient] = []
+
+    def make_and_hold(*args: Any) -> KeyManagementServiceAsyncClient:
+        made.append(make_async_client(*args))
+        return made[-1]
+
+    monkeypatch.setattr(kmsbox_gcp.aio, "make_async_client", make_and_hold)
+    return made
+
+
+@pytest.fixture
+def eventually() -> Callable[[Callable[[], bool]], bool]:
+    """Poll a check until it holds (True) or five seconds pass (False): a closed connection ends a moment later."""
+
+    def poll(check: Callable[[], bool]) -> bool:
+        deadline = time.monotonic() + 5.0
+        while not check():
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.02)
+        return True
+
+    return poll

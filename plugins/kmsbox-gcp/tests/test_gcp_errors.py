@@ -21,6 +21,7 @@ CHECKSUM = "The checksum in field ciphertext_crc32c did not match the data in fi
         (gexc.Forbidden("HTTP 403 without a gRPC status"), False, "HTTP_403"),
         (gexc.DeadlineExceeded("slow"), True, "DEADLINE_EXCEEDED"),
         (gexc.InternalServerError("oops"), True, "INTERNAL"),
+        (gexc.InternalServerError("Exception deserializing response!"), False, "BAD_RESPONSE"),
         (
             gexc.PermissionDenied("Permission 'cloudkms.cryptoKeyVersions.useToEncrypt' denied"),
             False,

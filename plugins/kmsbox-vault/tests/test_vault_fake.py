@@ -365,12 +365,16 @@ def test_namespaces_api(vault_client: hvac.Client) -> None:
 
 def test_approle_endpoints_and_login(fake_vault: Any, vault_client: hvac.Client) -> None:
     role = f"r-{uuid.uuid4().hex[:6]}"
-    vault_client.auth.approle.create_or_update_approle(role_name=role, token_ttl="60")
+    vault_client.sys.create_or_update_policy(
+        name=f"{role}-read", policy=f'path "{MOUNT}/keys/{READY_KEY}" {{ capabilities = ["read"] }}'
+    )
+    vault_client.auth.approle.create_or_update_approle(role_name=role, token_ttl="60", token_policies=[f"{role}-read"])
     role_id = vault_client.auth.approle.read_role_id(role_name=role)["data"]["role_id"]
     secret_id = vault_client.auth.approle.generate_secret_id(role_name=role)["data"]["secret_id"]
     client = hvac.Client(url=fake_vault.address)
     auth = client.auth.approle.login(role_id=role_id, secret_id=secret_id)["auth"]
     assert auth["lease_duration"] == 60 and client.token == auth["client_token"]
+    assert auth["token_policies"] == ["default", f"{role}-read"]
     assert client.secrets.transit.read_key(name=READY_KEY)["data"]["name"] == READY_KEY
     with pytest.raises(hvac_exc.InvalidRequest) as info:
         hvac.Client(url=fake_vault.address).auth.approle.login(role_id=role_id, secret_id="wrong")
@@ -453,3 +457,102 @@ def test_stop_releases_the_port_and_threads() -> None:
     with pytest.raises(requests.exceptions.ConnectionError):
         requests.get(f"{fake.address}/v1/sys/health", timeout=2)
     assert threading.active_count() <= before
+
+
+# -- status checks, sealing, rotation errors, automatic rotation ---------------------------------
+
+
+def test_hvacs_status_checks_work_without_a_token(fake_vault: Any) -> None:
+    client = hvac.Client(url=fake_vault.address, token="")
+    assert client.sys.is_sealed() is False
+    assert client.sys.is_initialized() is True
+    status = client.sys.read_seal_status()
+    assert (status["type"], status["t"], status["n"], status["version"]) == ("shamir", 1, 1, "1.17.0")
+    head = client.sys.read_health_status()  # hvac sends HEAD by default
+    assert head.status_code == 200 and head.content == b""
+
+
+def test_a_sealed_vault_answers_503_except_its_status_checks(fake_vault: Any, vault_client: hvac.Client) -> None:
+    fake_vault.seal()
+    try:
+        assert vault_client.sys.is_sealed() is True
+        health = vault_client.sys.read_health_status(method="GET")
+        assert health.status_code == 503 and health.json()["sealed"] is True
+        custom = vault_client.sys.read_health_status(method="GET", sealed_code=200)
+        assert custom["sealed"] is True
+        with pytest.raises(hvac_exc.VaultDown) as info:
+            vault_client.secrets.transit.read_key(name=READY_KEY)
+        assert errors_of(info) == ["Vault is sealed"]
+    finally:
+        fake_vault.unseal()
+    assert vault_client.sys.is_sealed() is False
+
+
+def test_a_sealed_vault_is_a_transient_provider_error(fake_vault: Any) -> None:
+    from kmsbox.errors import ProviderError
+    from kmsbox.kek import open_kek
+
+    kek = open_kek(fake_vault.kek_uri)
+    fake_vault.seal()
+    try:
+        with pytest.raises(ProviderError) as info:
+            kek.wrap(os.urandom(32), {"n": "x"})
+        assert (info.value.transient, info.value.code) == (True, "unavailable")
+    finally:
+        fake_vault.unseal()
+    kek.close()
+
+
+def test_rotating_or_trimming_a_missing_key_gets_vaults_messages(vault_client: hvac.Client, key_name: str) -> None:
+    with pytest.raises(hvac_exc.InvalidRequest) as info:
+        vault_client.secrets.transit.rotate_key(name=key_name)
+    assert errors_of(info) == ["key not found"]
+    with pytest.raises(hvac_exc.InvalidRequest) as trim:
+        vault_client.secrets.transit.trim_key(name=key_name, min_version=1)
+    assert errors_of(trim) == ["invalid key name"]
+
+
+@pytest.mark.parametrize(("period", "seconds"), [("1h", 3600), ("24h", 86400), (7200, 7200), ("90m", 5400)])
+def test_auto_rotate_period_is_kept_and_shown(
+    vault_client: hvac.Client, key_name: str, period: Any, seconds: int
+) -> None:
+    vault_client.secrets.transit.create_key(name=key_name, auto_rotate_period=period)
+    assert vault_client.secrets.transit.read_key(name=key_name)["data"]["auto_rotate_period"] == seconds
+    vault_client.secrets.transit.update_key_configuration(name=key_name, auto_rotate_period="0")
+    assert vault_client.secrets.transit.read_key(name=key_name)["data"]["auto_rotate_period"] == 0
+
+
+@pytest.mark.parametrize("period", ["30m", "59m59s", 60, "soon", "-1h", True])
+def test_auto_rotate_period_under_an_hour_or_not_a_duration_is_400(
+    vault_client: hvac.Client, key_name: str, period: Any
+) -> None:
+    with pytest.raises(hvac_exc.InvalidRequest) as info:
+        vault_client.adapter.post(f"/v1/{MOUNT}/keys/{key_name}", json={"auto_rotate_period": period})
+    assert errors_of(info)
+    with pytest.raises(hvac_exc.InvalidPath):
+        vault_client.secrets.transit.read_key(name=key_name)
+    vault_client.secrets.transit.create_key(name=key_name)
+    with pytest.raises(hvac_exc.InvalidRequest):
+        vault_client.secrets.transit.update_key_configuration(name=key_name, auto_rotate_period=period)
+    assert vault_client.secrets.transit.read_key(name=key_name)["data"]["auto_rotate_period"] == 0
+
+
+def test_a_key_rotates_itself_once_its_period_has_passed(
+    fake_vault: Any, vault_client: hvac.Client, key_name: str
+) -> None:
+    transit = vault_client.secrets.transit
+    transit.create_key(name=key_name, auto_rotate_period="1h")
+    transit.create_key(name=key_name + "-manual")
+    old = transit.encrypt_data(name=key_name, plaintext=b64(b"x"))["data"]["ciphertext"]
+    fake_vault.advance_clock(1800)
+    assert transit.read_key(name=key_name)["data"]["latest_version"] == 1
+    fake_vault.advance_clock(1801)
+    assert transit.read_key(name=key_name)["data"]["latest_version"] == 2
+    assert transit.read_key(name=key_name + "-manual")["data"]["latest_version"] == 1
+    assert transit.encrypt_data(name=key_name, plaintext=b64(b"x"))["data"]["ciphertext"].startswith("vault:v2:")
+    assert base64.b64decode(transit.decrypt_data(name=key_name, ciphertext=old)["data"]["plaintext"]) == b"x"
+
+
+def test_advance_clock_refuses_going_back(fake_vault: Any) -> None:
+    with pytest.raises(ValueError):
+        fake_vault.advance_clock(-1)

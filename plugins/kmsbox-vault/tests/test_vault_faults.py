@@ -8,6 +8,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+import requests
 from kmsbox_vault.fake import start_vault_fake
 
 from kmsbox.errors import ProviderError
@@ -111,3 +112,67 @@ def test_factory_options_configure_faults() -> None:
         assert fake.faults.rate == 1.0 and fake.faults.kind == "throttle" and fake.faults.remaining == 1
     finally:
         fake.stop()
+
+
+# -- faults aimed at one operation, and what the provider makes of each kind ----------------------
+
+
+@pytest.mark.parametrize(
+    ("kind", "transient", "code"),
+    [
+        ("throttle", True, "throttled"),
+        ("unavailable", True, "unavailable"),
+        ("timeout", True, "timeout"),
+        ("reset", True, "connection"),
+        ("denied", False, "permission_denied"),
+        ("malformed", False, "bad_response"),
+    ],
+)
+def test_each_fault_on_decrypt_only_becomes_the_right_kmsbox_error(
+    fake_vault: Any, kek: KekProvider, monkeypatch: pytest.MonkeyPatch, kind: str, transient: bool, code: str
+) -> None:
+    monkeypatch.setenv("KMSBOX_KMS_TIMEOUT", "0.3")
+    monkeypatch.setenv("KMSBOX_KMS_DEADLINE", "1")
+    fast = open_kek(kek.uri)
+    fast.primary_version()
+    key = os.urandom(32)
+    fake_vault.faults.reset_counts()
+    fake_vault.faults.configure(rate=1.0, kind=kind, operations={"decrypt"})
+    wrapped = fast.wrap(key, CONTEXT)  # encrypt is spared
+    with pytest.raises(ProviderError) as info:
+        fast.unwrap(wrapped, CONTEXT)
+    assert (info.value.transient, info.value.code) == (transient, code)
+    assert fake_vault.faults.calls["encrypt"] == 1
+    assert (fake_vault.faults.calls["decrypt"] > 1) is transient  # only transient faults are retried
+    fake_vault.faults.clear()
+    assert fast.unwrap(wrapped, CONTEXT) == key
+    fast.close()
+
+
+def test_a_reset_fault_resets_the_tcp_connection(fake_vault: Any) -> None:
+    fake_vault.faults.configure(rate=1.0, kind="reset", operations={"keys.read"}, count=1)
+    with pytest.raises(requests.exceptions.ConnectionError) as info:
+        requests.get(
+            f"{fake_vault.address}/v1/transit/keys/kmsbox-kek",
+            headers={"X-Vault-Token": fake_vault.root_token},
+            timeout=5,
+        )
+    assert "Connection reset by peer" in str(info.value)
+
+
+def test_a_malformed_fault_cuts_the_real_reply_short(fake_vault: Any) -> None:
+    fake_vault.faults.configure(rate=1.0, kind="malformed", operations={"keys.read"}, count=1)
+    raw = requests.get(
+        f"{fake_vault.address}/v1/transit/keys/kmsbox-kek", headers={"X-Vault-Token": fake_vault.root_token}, timeout=5
+    )
+    assert raw.status_code == 200
+    with pytest.raises(ValueError):
+        raw.json()
+    assert raw.text.startswith('{"request_id"')
+
+
+def test_faults_can_only_be_aimed_at_the_fakes_operations(fake_vault: Any) -> None:
+    with pytest.raises(ValueError, match="unknown operation 'Decrypt'"):
+        fake_vault.faults.configure(operations={"Decrypt"})
+    with pytest.raises(ValueError, match="unknown operation"):
+        start_vault_fake(fault_operations=["transit/decrypt"])

@@ -19,6 +19,13 @@ from kmsbox.errors import ConfigError, IntegrityError, KeyUnavailable, ProviderE
 from kmsbox.kek import KekProvider, WrappedKey, open_kek
 
 CONTEXT = {"kmsbox:namespace": "tests", "kmsbox:key-version": "1"}
+# The least-privilege policy of docs/providers/vault.md, for the fake's ready key.
+READY_KEY_POLICY = """
+path "transit/keys/kmsbox-kek"    { capabilities = ["read"] }
+path "transit/encrypt/kmsbox-kek" { capabilities = ["update"] }
+path "transit/decrypt/kmsbox-kek" { capabilities = ["update"] }
+path "transit/rewrap/kmsbox-kek"  { capabilities = ["update"] }
+"""
 
 
 def contexts(n: int) -> list[dict[str, str]]:
@@ -174,7 +181,8 @@ def test_bad_token_is_permanent(fake_vault: Any, monkeypatch: pytest.MonkeyPatch
 
 
 def test_approle_logs_in_and_again_after_expiry(fake_vault: Any, monkeypatch: pytest.MonkeyPatch) -> None:
-    role_id, secret_id = fake_vault.create_approle(f"app-{uuid.uuid4().hex[:6]}")
+    fake_vault.put_policy("kmsbox-ready-key", READY_KEY_POLICY)
+    role_id, secret_id = fake_vault.create_approle(f"app-{uuid.uuid4().hex[:6]}", policies=["kmsbox-ready-key"])
     monkeypatch.delenv("VAULT_TOKEN")
     monkeypatch.setenv("VAULT_ROLE_ID", role_id)
     monkeypatch.setenv("VAULT_SECRET_ID", secret_id)

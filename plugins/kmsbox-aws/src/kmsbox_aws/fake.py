@@ -1,6 +1,8 @@
-"""A fake AWS KMS on loopback: moto's server behind kmsbox's fault injector.
+"""A fake AWS KMS on loopback: moto's server behind kmsbox's fault injector and AWS's rules.
 
 The official boto3 client talks to it over a real socket (``AWS_ENDPOINT_URL_KMS``).
+Moto keeps the keys; the cryptographic operations, key states, key usage and key
+policies' Deny statements are answered as AWS does by :mod:`kmsbox_aws._fake_operations`.
 Moto keeps its state per process, so two fakes started in one process share keys;
 alias names given to :meth:`AwsKmsFake.create_key` must be unique in the process.
 Needs the ``fake`` extra: ``pip install 'kmsbox-aws[fake]'``.
@@ -12,26 +14,31 @@ import contextlib
 import secrets
 import socket
 import threading
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 import boto3
+import botocore.session
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
 from kmsbox.errors import ConfigError, PluginError
 from kmsbox.retry import RetryPolicy
-from kmsbox.testing.fakes import FaultInjector
-from kmsbox_aws._arn import KmsArn, key_uri, parse_arn, parse_uri
-from kmsbox_aws._fake_wsgi import ADMIN_HEADER, KmsFaultMiddleware
+from kmsbox.testing.fakes import FaultInjector, abort_connection
+from kmsbox_aws._arn import key_uri, parse_uri
+from kmsbox_aws._fake_operations import KmsOperations
+from kmsbox_aws._fake_wsgi import ABORT_ENVIRON, ADMIN_HEADER, KmsFaultMiddleware
 
 if TYPE_CHECKING:
     from mypy_boto3_kms.client import KMSClient
 
-__all__ = ["AwsKmsFake", "start_fake"]
+__all__ = ["KMS_OPERATIONS", "AwsKmsFake", "start_fake"]
 
 _ACCESS_KEY = "testing"  # moto accepts any credentials; these are the conventional dummies
 _ACCOUNT = "123456789012"  # moto's default account
 _MAX_TIMEOUT_DELAY = 60.0
+#: The AWS KMS API's operation names (botocore's service model): what faults can be aimed at.
+KMS_OPERATIONS = frozenset(botocore.session.get_session().get_service_model("kms").operation_names)
 
 
 def _moto() -> tuple[Any, Any, Any]:
@@ -66,25 +73,38 @@ class AwsKmsFake:
         latency: float = 0.0,
         fault_rate: float = 0.0,
         fault_kind: str = "unavailable",
+        fault_operations: Iterable[str] = (),
         region: str = "us-east-1",
         timeout_delay: float | None = None,
         seed: int | None = None,
     ) -> None:
-        """Start serving on ``host:port`` (0 picks a free port) and create the ready key."""
-        moto_app, moto_handler, self._backends = _moto()
+        """Start serving on ``host:port`` (0 picks a free port) and create the ready key.
+
+        ``fault_operations`` limits injected faults to those KMS operations (``Decrypt``...);
+        a name that is not a KMS operation is a ValueError.
+        """
+        moto_app, moto_handler, backends = _moto()
         self._region = region
-        self._faults = FaultInjector(latency=latency, rate=fault_rate, kind=fault_kind, seed=seed)
+        self._faults = FaultInjector(
+            latency=latency,
+            rate=fault_rate,
+            kind=fault_kind,
+            seed=seed,
+            operations=fault_operations,
+            known_operations=KMS_OPERATIONS,
+        )
         self._stopping = threading.Event()
         self._moto_lock = threading.Lock()
         self._admin_token = secrets.token_hex(16)
         app = KmsFaultMiddleware(
             self._serialized(moto_app),
             self._faults,
+            KmsOperations(backends, self._moto_lock),
             admin_token=self._admin_token,
             stopping=self._stopping,
             timeout_delay=(lambda: timeout_delay) if timeout_delay is not None else _client_timeout_delay,
-            key_state=self._key_state,
-            resolve_key=self._resolve_key,
+            account=_ACCOUNT,
+            region=region,
         )
         self._server = _make_server(host, port, app, moto_handler)
         self._thread = threading.Thread(target=self._server.serve_forever, name="kmsbox-fake-aws", daemon=True)
@@ -197,33 +217,6 @@ class AwsKmsFake:
 
         return serialized
 
-    def _backend_for(self, arn: KmsArn) -> Any:
-        return self._backends[arn.account][arn.region]
-
-    def _key_state(self, arn_text: str) -> str | None:
-        """moto's state of a key ARN (None when unknown)."""
-        try:
-            arn = parse_arn(arn_text)
-            with self._moto_lock:
-                key = self._backend_for(arn).keys.get(arn.name)
-                return None if key is None else str(key.key_state)
-        except (ConfigError, KeyError):
-            return None
-
-    def _resolve_key(self, key_id: str) -> str | None:
-        """The key ARN that a KeyId (key or alias, ARN or bare) names, or None."""
-        try:
-            arn = parse_arn(key_id)
-            backend = self._backend_for(arn)
-        except ConfigError:
-            backend = self._backends[_ACCOUNT][self._region]
-        with self._moto_lock:
-            try:
-                key = backend.keys.get(backend.any_id_to_key_id(key_id))
-            except (AttributeError, KeyError, TypeError):
-                return None
-            return None if key is None else str(key.arn)
-
 
 def _make_server(host: str, port: int, app: Any, moto_handler: Any) -> Any:
     """A threaded werkzeug server that tracks its connections so stop() can end them."""
@@ -234,6 +227,17 @@ def _make_server(host: str, port: int, app: Any, moto_handler: Any) -> Any:
 
         def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
             """Quiet: no access log."""
+
+        def make_environ(self) -> dict[str, Any]:
+            """werkzeug's environ, plus a way for the app to reset this connection (the ``reset`` fault)."""
+            environ: dict[str, Any] = super().make_environ()
+            environ[ABORT_ENVIRON] = self.abort
+            return environ
+
+        def abort(self) -> None:
+            """Reset the connection once the request ends: the client sees "connection reset by peer"."""
+            self.close_connection = True
+            abort_connection(self.connection)
 
     class Server(ThreadedWSGIServer):
         # Non-daemon handler threads, joined by server_close(): nothing outlives stop().

@@ -19,7 +19,7 @@ import struct
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import google_crc32c
 import grpc
@@ -55,6 +55,8 @@ from google.cloud.kms_v1.types import (
     UpdateCryptoKeyRequest,
     UpdateCryptoKeyVersionRequest,
 )
+
+from kmsbox_gcp._fake_filter import FilterError, compile_filter, sort_resources
 
 __all__ = ["RPC_METHODS", "FakeKms", "RpcFailure"]
 
@@ -96,6 +98,9 @@ _ID_RE = re.compile(rf"^{_ID}$")
 _MAX_DATA = 64 * 1024
 _MAX_PAGE = 1000
 _DEFAULT_DESTROY_DELAY = dt.timedelta(days=30)
+# Cloud KMS's bounds of destroy_scheduled_duration.
+_MIN_DESTROY_DELAY = dt.timedelta(hours=24)
+_MAX_DESTROY_DELAY = dt.timedelta(days=120)
 _MIN_ROTATION = dt.timedelta(hours=24)
 _MAX_ROTATION = dt.timedelta(hours=876_000)
 # Fake ciphertext: format byte, key uid, version number, nonce, AES-GCM output.
@@ -229,13 +234,12 @@ class FakeKms:
     def list_key_rings(self, request: ListKeyRingsRequest) -> ListKeyRingsResponse:
         """ListKeyRings of a location, by name, in pages."""
         self._location(request.parent)
-        _no_filter(request.filter, request.order_by)
         prefix = request.parent + "/keyRings/"
         with self._lock:
-            names = sorted(n for n in self._rings if n.startswith(prefix))
-            page, token = _page(names, request.parent, request.page_size, request.page_token)
-            rings = [KeyRing(name=n, create_time=self._rings[n]) for n in page]
-        return ListKeyRingsResponse(key_rings=rings, next_page_token=token, total_size=len(names))
+            rings = [KeyRing(name=n, create_time=t) for n, t in sorted(self._rings.items()) if n.startswith(prefix)]
+        listed = _filtered(rings, request.filter, request.order_by, KeyRing)
+        page, token = _page(listed, request, request.page_size, request.page_token)
+        return ListKeyRingsResponse(key_rings=page, next_page_token=token, total_size=len(listed))
 
     # Crypto keys
 
@@ -268,6 +272,8 @@ class FakeKms:
             if "destroy_scheduled_duration" in spec
             else _DEFAULT_DESTROY_DELAY
         )
+        if not _MIN_DESTROY_DELAY <= delay <= _MAX_DESTROY_DELAY:
+            raise _invalid("destroy_scheduled_duration must be at least 24 hours and at most 120 days.")
         name = f"{request.parent}/cryptoKeys/{request.crypto_key_id}"
         with self._lock:
             self._ring(request.parent)
@@ -294,15 +300,14 @@ class FakeKms:
             return self._key_resource(self._key(request.name))
 
     def list_crypto_keys(self, request: ListCryptoKeysRequest) -> ListCryptoKeysResponse:
-        """ListCryptoKeys of a key ring, by name, in pages."""
-        _no_filter(request.filter, request.order_by)
+        """ListCryptoKeys of a key ring, by name (or ``order_by``), ``filter``-ed, in pages."""
         prefix = request.parent + "/cryptoKeys/"
         with self._lock:
             self._ring(request.parent)
-            names = sorted(n for n in self._keys if n.startswith(prefix))
-            page, token = _page(names, request.parent, request.page_size, request.page_token)
-            keys = [self._key_resource(self._key(n)) for n in page]
-        return ListCryptoKeysResponse(crypto_keys=keys, next_page_token=token, total_size=len(names))
+            keys = [self._key_resource(self._key(n)) for n in sorted(self._keys) if n.startswith(prefix)]
+        listed = _filtered(keys, request.filter, request.order_by, CryptoKey)
+        page, token = _page(listed, request, request.page_size, request.page_token)
+        return ListCryptoKeysResponse(crypto_keys=page, next_page_token=token, total_size=len(listed))
 
     def update_crypto_key(self, request: UpdateCryptoKeyRequest) -> CryptoKey:
         """UpdateCryptoKey of labels, rotation settings and the version template's algorithm."""
@@ -358,16 +363,13 @@ class FakeKms:
             return self._version_resource(key, version)
 
     def list_crypto_key_versions(self, request: ListCryptoKeyVersionsRequest) -> ListCryptoKeyVersionsResponse:
-        """ListCryptoKeyVersions of a key, by number, in pages."""
-        _no_filter(request.filter, request.order_by)
+        """ListCryptoKeyVersions of a key, by number (or ``order_by``), ``filter``-ed, in pages."""
         with self._lock:
             key = self._key(request.parent)
-            numbers = sorted(key.versions)
-            page, token = _page(numbers, request.parent, request.page_size, request.page_token)
-            versions = [self._version_resource(key, key.versions[n]) for n in page]
-        return ListCryptoKeyVersionsResponse(
-            crypto_key_versions=versions, next_page_token=token, total_size=len(numbers)
-        )
+            versions = [self._version_resource(key, key.versions[n]) for n in sorted(key.versions)]
+        listed = _filtered(versions, request.filter, request.order_by, CryptoKeyVersion)
+        page, token = _page(listed, request, request.page_size, request.page_token)
+        return ListCryptoKeyVersionsResponse(crypto_key_versions=page, next_page_token=token, total_size=len(listed))
 
     def update_crypto_key_version(self, request: UpdateCryptoKeyVersionRequest) -> CryptoKeyVersion:
         """UpdateCryptoKeyVersion: only ``state``, only between ENABLED and DISABLED."""
@@ -631,21 +633,29 @@ def _check_rotation(period: dt.timedelta | None, next_time: dt.datetime | None) 
         raise _invalid("next_rotation_time must be set when rotation_period is set.")
 
 
-def _no_filter(filter_text: str, order_by: str) -> None:
-    if filter_text or order_by:
-        raise RpcFailure(grpc.StatusCode.UNIMPLEMENTED, "This fake of Cloud KMS does not support filter or order_by.")
+def _filtered(resources: list[T], filter_text: str, order_by: str, message_type: Any) -> list[T]:
+    """The resources a list call's ``filter`` keeps, in its ``order_by`` order; INVALID_ARGUMENT if they are bad."""
+    try:
+        keep = compile_filter(filter_text, message_type)
+        return sort_resources([r for r in resources if keep(r)], order_by, message_type)
+    except FilterError as exc:
+        raise _invalid(f"Invalid filter or order_by: {exc}.") from None
 
 
-def _page(items: Sequence[T], parent: str, page_size: int, page_token: str) -> tuple[list[T], str]:
-    """One page of ``items`` and the token of the next ("" at the end); tokens are bound to ``parent``."""
+def _page(items: Sequence[T], request: Any, page_size: int, page_token: str) -> tuple[list[T], str]:
+    """One page of ``items`` and the token of the next ("" at the end).
+
+    Tokens are bound to the request's parent, filter and order_by: another query cannot continue them.
+    """
     if page_size < 0:
         raise _invalid("page_size must not be negative.")
+    query = [request.parent, request.filter, request.order_by]
     size = min(page_size or _MAX_PAGE, _MAX_PAGE)
     offset = 0
     if page_token:
         try:
             token = json.loads(base64.urlsafe_b64decode(page_token.encode("ascii")))
-            if token["parent"] != parent or not isinstance(token["offset"], int) or token["offset"] < 0:
+            if token["query"] != query or not isinstance(token["offset"], int) or token["offset"] < 0:
                 raise ValueError(page_token)
             offset = token["offset"]
         except (ValueError, KeyError, TypeError, UnicodeError):
@@ -653,5 +663,5 @@ def _page(items: Sequence[T], parent: str, page_size: int, page_token: str) -> t
     end = offset + size
     next_token = ""
     if end < len(items):
-        next_token = base64.urlsafe_b64encode(json.dumps({"parent": parent, "offset": end}).encode()).decode("ascii")
+        next_token = base64.urlsafe_b64encode(json.dumps({"query": query, "offset": end}).encode()).decode("ascii")
     return list(items[offset:end]), next_token

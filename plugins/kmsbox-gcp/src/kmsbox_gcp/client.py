@@ -1,31 +1,57 @@
-"""Building the official Cloud KMS client from the environment.
+"""Building the official Cloud KMS clients (blocking and grpc.aio) from the environment.
 
 ``KMSBOX_GCP_KMS_ENDPOINT`` (``host:port``) overrides the endpoint. A loopback
 endpoint, or any endpoint with ``KMSBOX_GCP_KMS_INSECURE=true``, is reached over
 a plaintext gRPC channel without credentials: that is how tests reach the local
 fake. Any other endpoint (a regional or Private Service Connect one) is reached
 over TLS with Application Default Credentials, as is the default endpoint.
+
+Looking up Application Default Credentials may read files and ask the metadata
+server, so :func:`default_credentials` does it once, where blocking is allowed, and
+both clients are given the result: an async client is made later, inside its event
+loop, without blocking it.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import os
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import TypeVar
 
+import google.auth
 import grpc
 from google.api_core.client_options import ClientOptions
+from google.auth.credentials import Credentials
 from google.auth.exceptions import DefaultCredentialsError
-from google.cloud.kms_v1 import KeyManagementServiceClient
-from google.cloud.kms_v1.services.key_management_service.transports import KeyManagementServiceGrpcTransport
+from google.cloud.kms_v1 import KeyManagementServiceAsyncClient, KeyManagementServiceClient
+from google.cloud.kms_v1.services.key_management_service.transports import (
+    KeyManagementServiceGrpcAsyncIOTransport,
+    KeyManagementServiceGrpcTransport,
+)
 
 from kmsbox.errors import ConfigError
 
-__all__ = ["DEFAULT_ENDPOINT", "ENDPOINT_ENV", "INSECURE_ENV", "ClientSettings", "make_client"]
+__all__ = [
+    "DEFAULT_ENDPOINT",
+    "ENDPOINT_ENV",
+    "INSECURE_ENV",
+    "ClientSettings",
+    "default_credentials",
+    "make_async_client",
+    "make_client",
+]
 
 ENDPOINT_ENV = "KMSBOX_GCP_KMS_ENDPOINT"
 INSECURE_ENV = "KMSBOX_GCP_KMS_INSECURE"
 DEFAULT_ENDPOINT = "cloudkms.googleapis.com:443"
+
+ClientT = TypeVar("ClientT")
+
+# The host the client's own ADC lookup names as a GDCH audience when no endpoint is set.
+_DEFAULT_HOST = "cloudkms.googleapis.com"
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"", "0", "false", "no", "off"}
@@ -57,15 +83,56 @@ class ClientSettings:
         return f"{self.endpoint} (insecure)" if self.insecure else (self.endpoint or DEFAULT_ENDPOINT)
 
 
-def make_client(settings: ClientSettings) -> KeyManagementServiceClient:
-    """Create the client; ConfigError when no credentials can be found for a real endpoint."""
+def default_credentials(settings: ClientSettings) -> Credentials | None:
+    """Application Default Credentials for a TLS endpoint (None for a plaintext one); ConfigError when none exist.
+
+    It may block (files, the metadata server): call it off the event loop.
+    """
+    if settings.insecure and settings.endpoint:
+        return None
+    with _credentials_needed():
+        credentials, _ = google.auth.default(default_scopes=KeyManagementServiceGrpcTransport.AUTH_SCOPES)
+    if hasattr(credentials, "with_gdch_audience"):
+        # As the client's own lookup does: GDCH credentials need the endpoint as their audience.
+        credentials = credentials.with_gdch_audience(settings.endpoint or _DEFAULT_HOST)
+    return credentials
+
+
+def make_client(settings: ClientSettings, credentials: Credentials | None = None) -> KeyManagementServiceClient:
+    """Create the blocking client; without ``credentials`` it looks up ADC itself (ConfigError if there are none)."""
     if settings.insecure and settings.endpoint:
         # A channel passed in makes the transport skip credentials entirely (no ADC lookup).
         channel = grpc.insecure_channel(settings.endpoint)
         return KeyManagementServiceClient(transport=KeyManagementServiceGrpcTransport(channel=channel))
+    return _with_credentials(KeyManagementServiceClient, settings, credentials)
+
+
+def make_async_client(
+    settings: ClientSettings, credentials: Credentials | None = None
+) -> KeyManagementServiceAsyncClient:
+    """Create the grpc.aio client; call it inside the event loop that will use it (its channel is bound to it).
+
+    Pass the ``credentials`` of :func:`default_credentials` for a TLS endpoint, or the
+    client looks up ADC itself, blocking the loop (ConfigError if there are none).
+    """
+    if settings.insecure and settings.endpoint:
+        channel = grpc.aio.insecure_channel(settings.endpoint)
+        return KeyManagementServiceAsyncClient(transport=KeyManagementServiceGrpcAsyncIOTransport(channel=channel))
+    return _with_credentials(KeyManagementServiceAsyncClient, settings, credentials)
+
+
+def _with_credentials(
+    make: Callable[..., ClientT], settings: ClientSettings, credentials: Credentials | None
+) -> ClientT:
     options = ClientOptions(api_endpoint=settings.endpoint) if settings.endpoint else None
+    with _credentials_needed():
+        return make(credentials=credentials, client_options=options)
+
+
+@contextmanager
+def _credentials_needed() -> Iterator[None]:
     try:
-        return KeyManagementServiceClient(client_options=options)
+        yield
     except DefaultCredentialsError as exc:
         raise ConfigError(
             "no Google credentials found for Cloud KMS: set GOOGLE_APPLICATION_CREDENTIALS or run "

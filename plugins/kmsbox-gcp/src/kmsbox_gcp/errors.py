@@ -4,8 +4,11 @@ gRPC status codes decide: UNAVAILABLE, RESOURCE_EXHAUSTED, DEADLINE_EXCEEDED and
 INTERNAL are transient; FAILED_PRECONDITION (a disabled or destroyed version) is
 ``KeyUnavailable``; INVALID_ARGUMENT from Decrypt (bad ciphertext or AAD) is
 ``IntegrityError``, except Cloud KMS's "The checksum in field ... did not match"
-answer, which means the request was corrupted in transit and is retried.
-Everything else (PERMISSION_DENIED, NOT_FOUND, UNAUTHENTICATED...) is permanent.
+answer, which means the request was corrupted in transit and is retried. A reply
+the client cannot parse (the sync gRPC client reports it as INTERNAL "Exception
+deserializing response!", grpc.aio hands back None: :class:`UnparsableReply`) is not
+the service's and retrying does not fix it: a permanent ``BAD_RESPONSE``. Everything else (PERMISSION_DENIED, NOT_FOUND, UNAUTHENTICATED...)
+is permanent.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from google.auth import exceptions as auth_exceptions
 
 from kmsbox.errors import IntegrityError, KeyUnavailable, KmsboxError, ProviderError
 
-__all__ = ["ChecksumMismatch", "TRANSIENT_CODES", "classify", "status_of", "translate"]
+__all__ = ["TRANSIENT_CODES", "ChecksumMismatch", "UnparsableReply", "classify", "status_of", "translate"]
 
 TRANSIENT_CODES = frozenset(
     {
@@ -33,10 +36,16 @@ _TRANSIENT_HTTP = frozenset({429, 500, 502, 503, 504})
 
 # Cloud KMS's wording when a request checksum does not match its data.
 _CHECKSUM_RE = re.compile(r"The checksum in field \S+ did not match the data in field \S+")
+# grpc's wording when the client cannot parse a reply into the response message.
+_UNPARSABLE_REPLY = "Exception deserializing response"
 
 
 class ChecksumMismatch(Exception):
     """A CRC32C integrity field did not verify: the request or response was corrupted in transit."""
+
+
+class UnparsableReply(Exception):
+    """The client could not parse a reply into the response message (grpc.aio returns None for it)."""
 
 
 def status_of(exc: BaseException) -> grpc.StatusCode | None:
@@ -72,6 +81,8 @@ def classify(exc: BaseException) -> ProviderError | None:
     """Map a client exception to a transient or permanent ProviderError; None if it is not Cloud KMS's."""
     if isinstance(exc, ChecksumMismatch):
         return ProviderError(f"Cloud KMS integrity check failed: {exc}", transient=True, code="CRC32C_MISMATCH")
+    if isinstance(exc, UnparsableReply):
+        return _bad_response()
     if isinstance(exc, auth_exceptions.TransportError):
         return ProviderError(f"could not reach Google's token service: {exc}", transient=True, code="UNAVAILABLE")
     if isinstance(exc, auth_exceptions.RefreshError):
@@ -91,4 +102,10 @@ def classify(exc: BaseException) -> ProviderError | None:
     message = _message_of(exc)
     if code is grpc.StatusCode.INVALID_ARGUMENT and _CHECKSUM_RE.search(message):
         return ProviderError(f"Cloud KMS: {message}", transient=True, code="CRC32C_MISMATCH")
+    if code is grpc.StatusCode.INTERNAL and _UNPARSABLE_REPLY in message:
+        return _bad_response()
     return ProviderError(f"Cloud KMS {code.name}: {message}", transient=code in TRANSIENT_CODES, code=code.name)
+
+
+def _bad_response() -> ProviderError:
+    return ProviderError("Cloud KMS replied with bytes that are not its response", transient=False, code="BAD_RESPONSE")

@@ -3,11 +3,13 @@
 The official client talks to it unchanged over an insecure loopback channel
 (export :meth:`FakeGcpKms.env`). Each RPC is registered under its real method
 path with the official request and response messages, so the wire format is the
-real one. A fault injector sits in
-front of every RPC (the operation name is the method name, e.g. ``"Encrypt"``):
-throttle answers RESOURCE_EXHAUSTED, unavailable UNAVAILABLE, timeout sleeps
-past the caller's deadline, denied PERMISSION_DENIED. Two integrity faults, not
-in the shared set, test CRC32C handling: a corrupted response checksum and a
+real one. Clients connect through a TCP relay (:mod:`kmsbox_gcp._fake_proxy`) so
+that a fault can reset their real connection. A fault injector sits in front of
+every RPC (the operation name is the method name, e.g. ``"Encrypt"``): throttle
+answers RESOURCE_EXHAUSTED, unavailable UNAVAILABLE, timeout sleeps past the
+caller's deadline, denied PERMISSION_DENIED, reset sends the client a TCP reset,
+malformed answers bytes that are not the response message. Two integrity faults,
+not in the shared set, test CRC32C handling: a corrupted response checksum and a
 request checksum reported as not verified.
 """
 
@@ -15,8 +17,9 @@ from __future__ import annotations
 
 import threading
 import typing
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any
 
 import grpc
@@ -24,6 +27,7 @@ from google.cloud.kms_v1.types import DecryptResponse, EncryptResponse, Generate
 
 from kmsbox.testing.fakes import FaultInjector
 from kmsbox_gcp._fake_kms import RPC_METHODS, FakeKms, RpcFailure
+from kmsbox_gcp._fake_proxy import ResettableRelay
 from kmsbox_gcp.client import ENDPOINT_ENV, INSECURE_ENV
 from kmsbox_gcp.names import CryptoKeyName, parse_kek_uri
 
@@ -53,6 +57,8 @@ _PERMISSIONS = {
     "DestroyCryptoKeyVersion": "cloudkms.cryptoKeyVersions.destroy",
     "RestoreCryptoKeyVersion": "cloudkms.cryptoKeyVersions.restore",
 }
+# A protobuf tag of wire type 7, which no message has: the client cannot parse what follows it.
+_UNPARSABLE = b"\x0f"
 _THROTTLED = (
     "Quota exceeded for quota metric 'Cryptographic requests' and limit 'Cryptographic requests per minute' "
     "of service 'cloudkms.googleapis.com' for consumer 'project_number:0'."
@@ -110,13 +116,25 @@ class FakeGcpKms:
         latency: float = 0.0,
         fault_rate: float = 0.0,
         fault_kind: str = "unavailable",
+        fault_operations: Iterable[str] = (),
         project: str = "kmsbox-fake",
         location: str = "global",
         key_ring: str = "kmsbox",
         crypto_key: str = "kek",
         seed: int | None = None,
     ) -> None:
-        self._faults = GcpFaultInjector(latency=latency, rate=fault_rate, kind=fault_kind, seed=seed)
+        """Start on ``host:port`` (0: a free port); ``fault_operations`` limits faults to those RPCs.
+
+        OSError when the port is taken; ValueError for a name that is not one of :data:`RPC_METHODS`.
+        """
+        self._faults = GcpFaultInjector(
+            latency=latency,
+            rate=fault_rate,
+            kind=fault_kind,
+            seed=seed,
+            operations=fault_operations,
+            known_operations=RPC_METHODS,
+        )
         self.kms = FakeKms()
         self._key = CryptoKeyName(project, location, key_ring, crypto_key)
         self.kms.ensure_key(self._key.path)
@@ -125,16 +143,21 @@ class FakeGcpKms:
         # Without so_reuseport=0 a second server could silently share a taken port.
         self._server = grpc.server(self._executor, options=[("grpc.so_reuseport", 0)])
         self._server.add_generic_rpc_handlers((self._generic_handler(),))
+        internal = f"[{host}]" if ":" in host else host
+        bind_error: Exception | None = None
         try:
-            self._port = self._server.add_insecure_port(f"{host}:{port}")
-        except RuntimeError as exc:  # grpc raises (older versions return 0) when the port is taken
-            self._port = 0
-            bind_error: Exception | None = exc
-        else:
-            bind_error = None
-        if self._port == 0:
+            grpc_port = self._server.add_insecure_port(f"{internal}:0")
+        except RuntimeError as exc:  # grpc raises (older versions return 0) when it cannot bind
+            grpc_port, bind_error = 0, exc
+        if grpc_port == 0:
             self._executor.shutdown(wait=False)
-            raise OSError(f"fake Cloud KMS could not bind {host}:{port}") from bind_error
+            raise OSError(f"fake Cloud KMS could not bind {host}") from bind_error
+        try:
+            self._relay = ResettableRelay(host, port, (host, grpc_port))
+        except OSError as exc:
+            self._executor.shutdown(wait=False)
+            raise OSError(f"fake Cloud KMS could not bind {host}:{port}: {exc.strerror}") from exc
+        self._port = self._relay.port
         self._host = host
         self._server.start()
         self._stopped = False
@@ -152,6 +175,11 @@ class FakeGcpKms:
     def kek_uri(self) -> str:
         """URI of the key created at start."""
         return self._key.uri
+
+    @property
+    def client_connections(self) -> int:
+        """Client TCP connections open to the fake now: a closed client has none left."""
+        return self._relay.connections
 
     @property
     def faults(self) -> GcpFaultInjector:
@@ -179,6 +207,7 @@ class FakeGcpKms:
             return
         self._stopped = True
         self._stopping.set()
+        self._relay.stop()
         self._server.stop(grace=0.5).wait()
         self._executor.shutdown(wait=True)
 
@@ -193,20 +222,26 @@ class FakeGcpKms:
 
         def handle(raw: Any, context: grpc.ServicerContext) -> Any:
             request = request_type.wrap(raw)
-            self._inject_fault(operation, request, context)
+            fault = self._inject_fault(operation, request, context)
             try:
                 response = implementation(request)
             except RpcFailure as failure:
                 context.abort(failure.code, failure.message)
             self._inject_integrity_fault(response)
+            if fault == "malformed":
+                return _Garbled(bytes(response_type.pb(response).SerializeToString()))
             return response_type.pb(response)
 
         return grpc.unary_unary_rpc_method_handler(
             handle, request_deserializer=request_type.pb().FromString, response_serializer=_serialize
         )
 
-    def _inject_fault(self, operation: str, request: Any, context: grpc.ServicerContext) -> None:
+    def _inject_fault(self, operation: str, request: Any, context: grpc.ServicerContext) -> str | None:
+        """Abort the call as the fault says; returns ``"malformed"`` for the handler to garble its answer."""
         fault = self._faults.before_call(operation)
+        if fault == "reset":
+            self._relay.reset(context.peer())
+            context.abort(grpc.StatusCode.UNAVAILABLE, "connection reset")  # no one hears it: the client is gone
         if fault == "throttle":
             context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, _THROTTLED)
         if fault == "unavailable":
@@ -223,6 +258,7 @@ class FakeGcpKms:
             # Sleep past the caller's deadline, waking early only when the fake stops.
             self._stopping.wait(hold)
             context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded")
+        return fault
 
     def _inject_integrity_fault(self, response: Any) -> None:
         if isinstance(response, EncryptResponse):
@@ -242,7 +278,16 @@ def _corrupt(response: object, crc_field: str) -> None:
     setattr(response, crc_field, (getattr(response, crc_field) + 1) % 2**32)
 
 
+@dataclass(frozen=True, slots=True)
+class _Garbled:
+    """A response that serializes to bytes the client cannot parse (the ``malformed`` fault)."""
+
+    real: bytes
+
+
 def _serialize(message: Any) -> bytes:
+    if isinstance(message, _Garbled):
+        return _UNPARSABLE + message.real
     return bytes(message.SerializeToString())
 
 

@@ -4,7 +4,9 @@ Behaves like Vault's ``builtin/logical/transit`` for symmetric keys
 (aes128-gcm96, aes256-gcm96, chacha20-poly1305): ciphertexts are
 ``vault:vN:BASE64(nonce || ciphertext || tag)``, derived keys use HKDF-SHA256
 with the request's ``context`` as info (Vault's ``hkdf_sha256``), and error
-texts are Vault's own. Not thread-safe by itself: the HTTP layer holds a lock.
+texts are Vault's own. A key with ``auto_rotate_period`` rotates itself once its
+newest version is that old, checked on each request (Vault checks periodically).
+Not thread-safe by itself: the HTTP layer holds a lock.
 """
 
 from __future__ import annotations
@@ -24,7 +26,15 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM, ChaCha20Poly1305
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-__all__ = ["ERR_TOO_OLD", "TransitMount", "VaultHTTPError", "go_b64decode", "hash_data", "random_bytes"]
+__all__ = [
+    "ERR_TOO_OLD",
+    "TransitMount",
+    "VaultHTTPError",
+    "go_b64decode",
+    "hash_data",
+    "parse_duration",
+    "random_bytes",
+]
 
 ERR_TOO_OLD = "ciphertext or signature version is disallowed by policy (too old)"
 ERR_DERIVATION = (
@@ -45,6 +55,9 @@ _HASHES: dict[str, Callable[..., Any]] = {
     "sha3-512": hashlib.sha3_512,
 }
 _MAX_RANDOM_BYTES = 128 * 1024
+_MIN_AUTO_ROTATE = 3600
+_DURATION_RE = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
+_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
 
 Reply = tuple[int, dict[str, Any] | None]
 
@@ -124,15 +137,22 @@ class TransitKey:
     min_decryption_version: int = 1
     min_encryption_version: int = 0
     min_available_version: int = 0
+    auto_rotate_period: int = 0
     versions: dict[int, _Version] = field(default_factory=dict)
 
-    def rotate(self) -> int:
+    def rotate(self, now: float) -> int:
         """Add a fresh version and make it the latest."""
         self.latest_version += 1
-        self.versions[self.latest_version] = _Version(
-            os.urandom(_KEY_SIZES[self.type]), os.urandom(32), int(time.time())
-        )
+        self.versions[self.latest_version] = _Version(os.urandom(_KEY_SIZES[self.type]), os.urandom(32), int(now))
         return self.latest_version
+
+    def rotate_if_due(self, now: float) -> bool:
+        """Rotate when ``auto_rotate_period`` has passed since the newest version; True if it did."""
+        newest = self.versions.get(self.latest_version)
+        if not self.auto_rotate_period or newest is None or now < newest.created + self.auto_rotate_period:
+            return False
+        self.rotate(now)
+        return True
 
     def describe(self) -> dict[str, Any]:
         """The ``data`` of Vault's key read (working-set versions only, as Vault shows them)."""
@@ -151,7 +171,7 @@ class TransitKey:
             "supports_decryption": True,
             "supports_signing": False,
             "supports_derivation": True,
-            "auto_rotate_period": 0,
+            "auto_rotate_period": self.auto_rotate_period,
             "imported_key": False,
             "keys": {str(n): v.created for n, v in self.versions.items() if n >= self.min_decryption_version},
         }
@@ -263,12 +283,47 @@ def _answer(results: list[dict[str, Any]], batch: bool, single_fields: tuple[str
     return 200, {name: results[0][name] for name in single_fields if name in results[0]}
 
 
+def _auto_rotate_period(body: dict[str, Any]) -> int:
+    """Seconds of ``auto_rotate_period`` (0 turns it off); Vault's 400 below an hour."""
+    value = body.get("auto_rotate_period", 0)
+    if value in (None, ""):
+        return 0
+    seconds = parse_duration(value, "auto_rotate_period")
+    if seconds and seconds < _MIN_AUTO_ROTATE:
+        raise VaultHTTPError(400, "auto rotate period must be 0 to disable or at least an hour")
+    return seconds
+
+
+def parse_duration(value: Any, name: str) -> int:
+    """Seconds of a Vault duration field: an integer (seconds), ``"90"``, or ``"1h30m"``-style text."""
+    if isinstance(value, bool):
+        raise VaultHTTPError(400, f"error converting input {value} for field {name!r}")
+    if isinstance(value, int):
+        seconds = value
+    elif isinstance(value, str) and value.strip().isdigit():
+        seconds = int(value.strip())
+    elif isinstance(value, str) and value and _DURATION_RE.sub("", value) == "":
+        seconds = int(sum(float(n) * _UNITS[unit] for n, unit in _DURATION_RE.findall(value)))
+    else:
+        raise VaultHTTPError(400, f'error converting input "{value}" for field "{name}": time: invalid duration')
+    if seconds < 0:
+        raise VaultHTTPError(400, f'error converting input "{value}" for field "{name}": negative duration')
+    return seconds
+
+
 @dataclass
 class TransitMount:
-    """A mounted transit engine: its keys and the operations on them."""
+    """A mounted transit engine: its keys and the operations on them. ``clock`` is the fake's time."""
 
     path: str
     keys: dict[str, TransitKey] = field(default_factory=dict)
+    clock: Callable[[], float] = time.time
+
+    def rotate_due_keys(self) -> None:
+        """Rotate every key whose ``auto_rotate_period`` has passed (call before serving a request)."""
+        now = self.clock()
+        for key in self.keys.values():
+            key.rotate_if_due(now)
 
     def _key(self, name: str) -> TransitKey:
         key = self.keys.get(name)
@@ -292,6 +347,7 @@ class TransitMount:
             if key_type in ("ecdsa-p256", "ecdsa-p384", "ecdsa-p521", "ed25519", "rsa-2048", "rsa-3072", "rsa-4096"):
                 raise VaultHTTPError(400, f"key type {key_type} is not supported by the kmsbox Vault fake")
             raise VaultHTTPError(400, f"unknown key type {key_type}")
+        auto_rotate_period = _auto_rotate_period(body)
         existing = self.keys.get(name)
         if existing is not None:
             return 200, existing.describe()
@@ -301,8 +357,9 @@ class TransitMount:
             derived=derived,
             exportable=_bool(body, "exportable"),
             allow_plaintext_backup=_bool(body, "allow_plaintext_backup"),
+            auto_rotate_period=auto_rotate_period,
         )
-        key.rotate()
+        key.rotate(self.clock())
         self.keys[name] = key
         return 200, key.describe()
 
@@ -364,7 +421,9 @@ class TransitMount:
             raise VaultHTTPError(400, "min encryption version should not be less than min available version")
         if key.min_available_version > new_dec:
             raise VaultHTTPError(400, "min decryption version should not be less then min available version")
+        auto_rotate_period = _auto_rotate_period(body) if "auto_rotate_period" in body else key.auto_rotate_period
         key.min_decryption_version, key.min_encryption_version = new_dec, new_enc
+        key.auto_rotate_period = auto_rotate_period
         if "deletion_allowed" in body:
             key.deletion_allowed = _bool(body, "deletion_allowed")
         if _bool(body, "exportable"):
@@ -372,11 +431,11 @@ class TransitMount:
         return 200, key.describe()
 
     def rotate_key(self, name: str) -> Reply:
-        """POST keys/NAME/rotate."""
+        """POST keys/NAME/rotate (Vault's 400 "key not found" for a missing key)."""
         key = self.keys.get(name)
         if key is None:
-            raise VaultHTTPError(400, "invalid key name")
-        key.rotate()
+            raise VaultHTTPError(400, "key not found")
+        key.rotate(self.clock())
         return 200, key.describe()
 
     def trim_key(self, name: str, body: dict[str, Any]) -> Reply:
