@@ -655,7 +655,7 @@ def _print(results: dict[str, Any]) -> None:
 
 #: Sections kept in a module of their own: name -> module exposing
 #: ``run(quick: bool) -> dict`` and ``show(result: dict, console: Console) -> None``.
-MODULE_SECTIONS: dict[str, str] = {}
+MODULE_SECTIONS: dict[str, str] = {"orm": "benchmarks.orm"}
 
 
 def main(argv: list[str] | None = None) -> None:
