@@ -345,10 +345,6 @@ def test_sinks_are_told_when_the_transaction_of_their_records_rolls_back(
     assert store.cleanup_expired(0) == 2
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="adversarial-bugs.md#7: when a later sink fails, the records an earlier sink already wrote get no abort line",
-)
 def test_an_earlier_sink_is_told_when_a_later_sink_fails_the_transaction(
     open_test_store: Opener, recording: RecordingSinkPlugin, tmp_path: Path
 ) -> None:

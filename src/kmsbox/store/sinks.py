@@ -225,18 +225,27 @@ class SinkSet:
         return bool(self.sinks)
 
     def emit(self, records: Sequence[dict[str, Any]]) -> None:
-        """Give the records to every sink (raising, unless failures are ignored)."""
-        for sink in self.sinks:
+        """Give the records to every sink (raising, unless failures are ignored).
+
+        A failure fails the transaction, so the sinks that already took the records are
+        told to abort them before the error is raised (the caller's abort hook is only
+        registered once every sink has them).
+        """
+        for index, sink in enumerate(self.sinks):
             try:
                 sink.emit(records)
             except Exception as exc:
                 if self.on_failure == "fail":
+                    self._abort(self.sinks[:index], records)
                     raise StorageError(f"audit sink {sink!r} failed: {type(exc).__name__}") from None
                 self.failures += 1
 
     def abort(self, records: Sequence[dict[str, Any]]) -> None:
         """Tell every sink; an abort that cannot be written is only counted."""
-        for sink in self.sinks:
+        self._abort(self.sinks, records)
+
+    def _abort(self, sinks: Sequence[AuditSink], records: Sequence[dict[str, Any]]) -> None:
+        for sink in sinks:
             try:
                 sink.abort(records)
             except Exception:
