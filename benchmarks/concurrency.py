@@ -287,7 +287,12 @@ def _median_of(per_round: dict[str, list[float]], top: str, bottom: str) -> floa
 
 def _scaling_figures(per_round: dict[str, list[float]], errors: dict[str, int], samples: list[str]) -> dict[str, Any]:
     """Per operation: median rates per client count, growth 1 -> 8, and the ratios (medians of rounds)."""
-    out: dict[str, Any] = {"errors": sum(errors.values()), "error_samples": samples, "errors_by_phase": errors}
+    out: dict[str, Any] = {
+        "errors": sum(errors.values()),
+        "error_samples": samples,
+        "errors_by_phase": errors,
+        "per_round": per_round,  # every phase's rate in each round, for reading the noise
+    }
     low, high = min(CLIENTS), max(CLIENTS)
     for op in OPS:
         row: dict[str, Any] = {}
