@@ -8,7 +8,6 @@ import asyncio
 import importlib.util
 import json
 import os
-import sqlite3
 import textwrap
 from pathlib import Path
 
@@ -142,11 +141,6 @@ async def test_a_closed_factory_opens_nothing_more(tmp_path: Path, kmsbox_local_
     assert len(factory.stores) == 1
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=sqlite3.ProgrammingError,
-    reason="asyncdocs-bugs.md: a closed async store raises sqlite3's error",
-)
 @anyio_test
 async def test_a_store_closed_by_the_factory_refuses_calls_as_the_sync_store_does(
     tmp_path: Path, kmsbox_local_kek: str

@@ -72,11 +72,6 @@ def test_the_events_a_job_writes_name_its_actor_and_request(server: Server, seed
     assert len({e.context["request_id"] for e in events}) == 2  # one per request that started a job
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="core gap: the rewrap batch event of rewrap_deks carries no actor or request context "
-    "(kmsbox/store/maintenance.py builds Event('rewrap', ...) without actor=who, context=req)",
-)
 def test_the_rewrap_batch_events_of_a_job_name_its_actor(server: Server, seeded: Seed) -> None:
     admin = server.admin()
     job = admin.post("/v1/admin/encryption/rotate", json={"namespace": "tenant-7"}).json()
@@ -301,11 +296,6 @@ def _answers_while_a_job_runs(server: Server) -> None:
     assert [done for state, done in seen if state == "running" and 0 < done < 6000] != []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="core gap: kmsbox.aio runs a SQLite job's batches on the event loop without yielding "
-    "between them, so the loop is blocked for the whole job (no request answered, no cancel)",
-)
 def test_the_server_answers_while_a_job_runs_sqlite(start_server: Callable[..., Server], seeded: Seed) -> None:
     with seeded.open() as store:
         store.import_secrets({f"k{index:05d}": "v" for index in range(6000)}, namespace="bulk")

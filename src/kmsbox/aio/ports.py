@@ -13,28 +13,39 @@ awaiting what they yield. Where each kind of call goes:
   thread hop. ``memory://`` never waits. Any other backend runs on the thread pool.
 - With audit sinks configured (their writes block), every transaction runs on the pool.
 
+A long operation (a job: rewrap, re-encrypt, migrate, import, diagnose, audit
+verification) is driven with :func:`drive_off_loop` over :class:`JobPorts`: its plain
+Python steps (rewrapping or re-encrypting a batch, checking a chain) run on the pool, one
+step at a time, and so do its transactions (natively where the backend has an async form);
+between two steps the loop runs other tasks. So a job never holds the loop for more than
+one small hop, however many batches it has.
+
 A lost race is retried as in the sync store. A task cancelled mid-transaction leaves all
 of the change or none of it: a native transaction is rolled back (or was committed
-whole), and one on the pool runs to its end while the task moves on.
+whole), and one on the pool runs to its end while the task moves on. A job cancelled
+during a step on the pool is closed once that step ends, before its next transaction.
 """
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import contextvars
 import functools
+import threading
 from collections.abc import Callable, Hashable
 from concurrent.futures import Executor
 from typing import Any, TypeVar
 
 from kmsbox.aio.kek import AsyncKekProvider, async_kek
-from kmsbox.errors import ConflictError
+from kmsbox.errors import ConflictError, StorageError
 from kmsbox.kek import KekProvider
 from kmsbox.storage.base import StorageBackend, Transaction
 from kmsbox.storage.memory import MemoryBackend
 from kmsbox.storage.sql.backend import WouldBlock
 from kmsbox.store.io import Op, Ports, Retry, SyncPorts, TxPorts, run
 
-__all__ = ["AsyncPorts", "drive"]
+__all__ = ["AsyncPorts", "JobPorts", "drive", "drive_off_loop", "on_loop"]
 
 T = TypeVar("T")
 
@@ -62,6 +73,89 @@ async def drive(op: Op[T]) -> T:
             value, error = request, None
 
 
+def _advance(op: Op[T], value: Any, error: BaseException | None) -> tuple[bool, Any]:
+    """Run ``op`` up to its next awaitable ``(False, awaitable)`` or its end ``(True, result)``,
+    sending back at once what is not awaitable."""
+    while True:
+        try:
+            request = op.send(value) if error is None else op.throw(error)
+        except StopIteration as stop:
+            return True, stop.value
+        if hasattr(type(request), "__await__"):
+            return False, request
+        value, error = request, None
+
+
+def _abandon(op: Op[Any], step: concurrent.futures.Future[tuple[bool, Any]]) -> None:
+    """Close an operation whose task was cancelled while a step ran (the step has ended)."""
+    if not step.cancelled() and step.exception() is None:
+        finished, request = step.result()
+        if not finished and asyncio.iscoroutine(request):
+            request.close()  # the transaction or KEK call it asked for never starts
+    op.close()
+
+
+async def drive_off_loop(op: Op[T], executor: Executor) -> T:
+    """Run an operation whose steps may be long: each stretch of plain Python between two
+    awaitables runs on ``executor`` (in the caller's context), each awaitable is awaited on
+    the loop. A cancelled task leaves the step that is running to end, then closes ``op``."""
+    loop = asyncio.get_running_loop()
+    context = contextvars.copy_context()
+    value: Any = None
+    error: BaseException | None = None
+    while True:
+        step = executor.submit(context.run, _advance, op, value, error)
+        try:
+            finished, request = await asyncio.wrap_future(step, loop=loop)
+        except asyncio.CancelledError:
+            if step.cancelled():
+                op.close()  # the step never started
+            else:
+                step.add_done_callback(functools.partial(_abandon, op))
+            raise
+        if finished:
+            result: T = request
+            return result
+        try:
+            value = await request
+            error = None
+        except asyncio.CancelledError:
+            op.close()
+            raise
+        except BaseException as exc:
+            value, error = None, exc
+
+
+def on_loop(fn: Callable[..., T] | None, loop: asyncio.AbstractEventLoop) -> Callable[..., T] | None:
+    """``fn`` as called from a step of :func:`drive_off_loop`: it runs on ``loop``'s thread
+    (as a job's ``progress`` callback is promised to) and the step waits for it."""
+    if fn is None:
+        return None
+    loop_thread = threading.get_ident()
+    call = fn
+
+    def called(*args: Any) -> T:
+        if threading.get_ident() == loop_thread:
+            return call(*args)
+        done: concurrent.futures.Future[T] = concurrent.futures.Future()
+
+        def run() -> None:
+            try:
+                done.set_result(call(*args))
+            except BaseException as exc:
+                done.set_exception(exc)
+
+        loop.call_soon_threadsafe(run)
+        while True:
+            try:
+                return done.result(timeout=0.5)
+            except concurrent.futures.TimeoutError:
+                if loop.is_closed() or not loop.is_running():
+                    raise RuntimeError("the event loop stopped before a job's callback ran") from None
+
+    return called
+
+
 class AsyncPorts:
     """Ports over one backend and executor, for one event loop."""
 
@@ -76,6 +170,9 @@ class AsyncPorts:
         self._blocking_sinks = blocking_sinks
         self._keks: dict[int, AsyncKekProvider] = {}
         self._flights: dict[Hashable, asyncio.Task[Any]] = {}
+        #: Set when the store closed: every transaction then fails as the sync store's does.
+        self.closed = False
+        self.jobs = JobPorts(self)
 
     @property
     def tx(self) -> Transaction:
@@ -88,15 +185,17 @@ class AsyncPorts:
         """See :meth:`kmsbox.store.io.Ports.transact` (an awaitable here)."""
         return self._transact(write, body, read)
 
-    async def _transact(self, write: bool, body: Callable[[Ports], Op[T]], read: bool) -> T:
+    async def _transact(self, write: bool, body: Callable[[Ports], Op[T]], read: bool, off_loop: bool = False) -> T:
         retry = Retry(read)
         while True:
             try:
-                return await self._once(write, body)
+                return await self._once(write, body, off_loop)
             except ConflictError:
                 await asyncio.sleep(retry.next_delay())
 
-    async def _once(self, write: bool, body: Callable[[Ports], Op[T]]) -> T:
+    async def _once(self, write: bool, body: Callable[[Ports], Op[T]], off_loop: bool) -> T:
+        if self.closed:
+            raise StorageError("storage backend is closed")
         if self.native is not None:
             async with self.native.transaction(write) as tx:
                 ports = AsyncTxPorts(self, tx)
@@ -105,7 +204,7 @@ class AsyncPorts:
                 except BaseException:
                     ports.aborted()
                     raise
-        if not self._blocking_sinks():
+        if not off_loop and not self._blocking_sinks():
             if self._memory:
                 return self.sync.transact_once(write, body)
             if self._nowait:
@@ -145,6 +244,11 @@ class AsyncPorts:
             task.add_done_callback(functools.partial(self._landed, key))
         return asyncio.shield(task)
 
+    async def flight_later(self, key: Hashable, make: Callable[[], Op[T]]) -> T:
+        """:meth:`flight`, joined when awaited (so it may be asked for off the loop)."""
+        result: T = await self.flight(key, make)
+        return result
+
     def _landed(self, key: Hashable, task: asyncio.Task[Any]) -> None:
         if self._flights.get(key) is task:
             del self._flights[key]
@@ -158,6 +262,63 @@ class AsyncPorts:
     def on_abort(self, fn: Callable[[], object]) -> None:
         """Outside a transaction there is nothing to abort."""
         raise RuntimeError("on_abort belongs inside a transaction body")
+
+
+class JobPorts:
+    """The ports of an operation driven by :func:`drive_off_loop`: asked for on a pool
+    thread, each call is an awaitable the loop awaits. Its transactions run natively or on
+    the pool (never on the loop), its KEK calls and flights on the loop as usual, and its
+    blocking work right on the pool thread that asked."""
+
+    __slots__ = ("_outer",)
+
+    def __init__(self, outer: AsyncPorts) -> None:
+        self._outer = outer
+
+    @property
+    def tx(self) -> Transaction:
+        """Outside a transaction body there is none."""
+        raise RuntimeError("storage calls belong inside io.transact(...)")
+
+    def transact(self, write: bool, body: Callable[[Ports], Op[T]], *, read: bool = False) -> Any:
+        """See :meth:`kmsbox.store.io.Ports.transact` (an awaitable, never run on the loop)."""
+        return self._outer._transact(write, body, read, True)
+
+    def kek(self, provider: KekProvider) -> Any:
+        """The provider's async form, reached from the loop."""
+        return _LoopKek(self._outer, provider)
+
+    def flight(self, key: Hashable, make: Callable[[], Op[T]]) -> Any:
+        """See :meth:`AsyncPorts.flight` (joined on the loop)."""
+        return self._outer.flight_later(key, make)
+
+    def blocking(self, fn: Callable[..., T], *args: Any) -> T:
+        """Call it: the step that asks already runs on the pool."""
+        return fn(*args)
+
+    def on_abort(self, fn: Callable[[], object]) -> None:
+        """Outside a transaction there is nothing to abort."""
+        raise RuntimeError("on_abort belongs inside a transaction body")
+
+
+class _LoopKek:
+    """A provider's async form for a step on the pool: each method call is a coroutine
+    that, awaited on the loop, calls the provider's async form there."""
+
+    __slots__ = ("_outer", "_provider")
+
+    def __init__(self, outer: AsyncPorts, provider: KekProvider) -> None:
+        self._outer = outer
+        self._provider = provider
+
+    def __getattr__(self, name: str) -> Callable[..., Any]:
+        def call(*args: Any) -> Any:
+            return self._call(name, args)
+
+        return call
+
+    async def _call(self, name: str, args: tuple[Any, ...]) -> Any:
+        return await getattr(self._outer.kek(self._provider), name)(*args)
 
 
 class AsyncTxPorts:

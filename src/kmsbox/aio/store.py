@@ -2,7 +2,9 @@
 
 Every method is a coroutine (listings are also async iterators) over the same parts and
 runtime as :class:`kmsbox.SecretStore`: the same rules, checks, errors, audit events and
-messages; only the waiting differs (:mod:`kmsbox.aio.ports`). Open it with
+messages; only the waiting differs (:mod:`kmsbox.aio.ports`). The long operations (jobs,
+imports, diagnosis, audit verification) run their steps on the store's thread pool, so the
+loop keeps serving other tasks between their batches. Open it with
 :func:`kmsbox.aio.open_store`.
 """
 
@@ -15,7 +17,8 @@ from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
-from kmsbox.aio.ports import AsyncPorts, drive
+from kmsbox.aio.ports import AsyncPorts, drive, drive_off_loop, on_loop
+from kmsbox.errors import StorageError
 from kmsbox.storage.base import AuditFilter
 from kmsbox.store.audit import AuditEvent, AuditVerification, Checkpoint
 from kmsbox.store.diagnosis import DiagnosisReport, RepairReport
@@ -65,6 +68,19 @@ class AsyncSecretStore(StoreFace):
         if self._parts.checkpoint_due():
             await drive(self._parts.auto_checkpoint(self._io))
         return result
+
+    async def _job(self, make: Callable[[Any], Op[T]]) -> T:
+        """Run ``make(ports)``'s operation with its steps on the pool (see :func:`drive_off_loop`)."""
+        if self._io.closed:
+            raise StorageError("storage backend is closed")
+        result = await drive_off_loop(make(self._io.jobs), self._executor)
+        if self._parts.checkpoint_due():
+            await drive(self._parts.auto_checkpoint(self._io))
+        return result
+
+    @staticmethod
+    def _on_loop(progress: Progress | None) -> Progress | None:
+        return on_loop(progress, asyncio.get_running_loop())
 
     # --- secrets ------------------------------------------------------------------------------
 
@@ -215,7 +231,7 @@ class AsyncSecretStore(StoreFace):
 
     async def cleanup_expired(self, retention: _dt.timedelta | float = 0.0, *, actor: str | None = None) -> int:
         """See :meth:`kmsbox.SecretStore.cleanup_expired`."""
-        return await self._run(self._parts.secrets.cleanup_expired(self._io, retention, actor))
+        return await self._job(lambda io: self._parts.secrets.cleanup_expired(io, retention, actor))
 
     # --- namespaces and read counts ------------------------------------------------------------
 
@@ -250,10 +266,12 @@ class AsyncSecretStore(StoreFace):
     async def rewrap_deks(
         self, namespace: str, *, dry_run: bool = False, batch_size: int | None = None, progress: Progress | None = None
     ) -> JobReport:
-        """See :meth:`kmsbox.SecretStore.rewrap_deks` (``progress`` is called on the loop)."""
-        return await self._run(
-            self._parts.maintenance.rewrap_deks(
-                self._io, namespace, dry_run=dry_run, batch_size=batch_size, progress=progress
+        """See :meth:`kmsbox.SecretStore.rewrap_deks` (``progress`` is called on the loop, and
+        the job waits for it)."""
+        progress = self._on_loop(progress)
+        return await self._job(
+            lambda io: self._parts.maintenance.rewrap_deks(
+                io, namespace, dry_run=dry_run, batch_size=batch_size, progress=progress
             )
         )
 
@@ -266,9 +284,10 @@ class AsyncSecretStore(StoreFace):
         progress: Progress | None = None,
     ) -> JobReport:
         """See :meth:`kmsbox.SecretStore.rewrap_namespace_keys`."""
-        return await self._run(
-            self._parts.maintenance.rewrap_namespace_keys(
-                self._io, namespace, dry_run=dry_run, force=force, progress=progress
+        progress = self._on_loop(progress)
+        return await self._job(
+            lambda io: self._parts.maintenance.rewrap_namespace_keys(
+                io, namespace, dry_run=dry_run, force=force, progress=progress
             )
         )
 
@@ -276,9 +295,10 @@ class AsyncSecretStore(StoreFace):
         self, namespace: str, *, dry_run: bool = False, batch_size: int | None = None, progress: Progress | None = None
     ) -> JobReport:
         """See :meth:`kmsbox.SecretStore.reencrypt`."""
-        return await self._run(
-            self._parts.maintenance.reencrypt(
-                self._io, namespace, dry_run=dry_run, batch_size=batch_size, progress=progress
+        progress = self._on_loop(progress)
+        return await self._job(
+            lambda io: self._parts.maintenance.reencrypt(
+                io, namespace, dry_run=dry_run, batch_size=batch_size, progress=progress
             )
         )
 
@@ -290,32 +310,37 @@ class AsyncSecretStore(StoreFace):
         self, older_than: _dt.timedelta | float = 0.0, *, namespace: str | None = None, dry_run: bool = False
     ) -> JobReport:
         """See :meth:`kmsbox.SecretStore.cleanup_retired_keys`."""
-        return await self._run(
-            self._parts.maintenance.cleanup_retired_keys(self._io, older_than, namespace=namespace, dry_run=dry_run)
+        return await self._job(
+            lambda io: self._parts.maintenance.cleanup_retired_keys(
+                io, older_than, namespace=namespace, dry_run=dry_run
+            )
         )
 
     async def migrate_kek(
         self, to: Any, *, drop_old: bool = False, dry_run: bool = False, progress: Progress | None = None
     ) -> JobReport:
         """See :meth:`kmsbox.SecretStore.migrate_kek`."""
-        return await self._run(
-            self._parts.maintenance.migrate_kek(self._io, to, drop_old=drop_old, dry_run=dry_run, progress=progress)
+        progress = self._on_loop(progress)
+        return await self._job(
+            lambda io: self._parts.maintenance.migrate_kek(
+                io, to, drop_old=drop_old, dry_run=dry_run, progress=progress
+            )
         )
 
     async def status(self, namespace: str | None = None) -> dict[str, Any]:
         """See :meth:`kmsbox.SecretStore.status`."""
-        return await self._run(self._parts.maintenance.status(self._io, namespace))
+        return await self._job(lambda io: self._parts.maintenance.status(io, namespace))
 
     async def diagnose(self, namespace: str | None = None, *, check_secrets: bool = True) -> DiagnosisReport:
         """See :meth:`kmsbox.SecretStore.diagnose`."""
-        return await self._run(self._parts.diagnosis.diagnose(self._io, namespace, check_secrets=check_secrets))
+        return await self._job(lambda io: self._parts.diagnosis.diagnose(io, namespace, check_secrets=check_secrets))
 
     async def repair(
         self, namespace: str | None = None, *, dry_run: bool = True, confirm_delete: bool = False
     ) -> RepairReport:
         """See :meth:`kmsbox.SecretStore.repair`."""
-        return await self._run(
-            self._parts.diagnosis.repair(self._io, namespace, dry_run=dry_run, confirm_delete=confirm_delete)
+        return await self._job(
+            lambda io: self._parts.diagnosis.repair(io, namespace, dry_run=dry_run, confirm_delete=confirm_delete)
         )
 
     async def import_secrets(
@@ -330,10 +355,12 @@ class AsyncSecretStore(StoreFace):
         progress: Progress | None = None,
         source: str = "import",
     ) -> JobReport:
-        """See :meth:`kmsbox.SecretStore.import_secrets`."""
-        return await self._run(
-            self._parts.importer.import_secrets(
-                self._io,
+        """See :meth:`kmsbox.SecretStore.import_secrets` (``items`` is read on the store's
+        thread pool; ``progress`` is called on the loop)."""
+        progress = self._on_loop(progress)
+        return await self._job(
+            lambda io: self._parts.importer.import_secrets(
+                io,
                 items,
                 namespace=namespace,
                 on_conflict=on_conflict,
@@ -357,10 +384,12 @@ class AsyncSecretStore(StoreFace):
         labels: Mapping[str, str] | None = None,
         progress: Progress | None = None,
     ) -> JobReport:
-        """See :meth:`kmsbox.SecretStore.import_rows` (``decrypt`` runs on the loop)."""
-        return await self._run(
-            self._parts.importer.import_rows(
-                self._io,
+        """See :meth:`kmsbox.SecretStore.import_rows` (``rows`` and ``decrypt`` run on the
+        store's thread pool, one row at a time; ``progress`` is called on the loop)."""
+        progress = self._on_loop(progress)
+        return await self._job(
+            lambda io: self._parts.importer.import_rows(
+                io,
                 rows,
                 decrypt,
                 namespace=namespace,
@@ -394,11 +423,11 @@ class AsyncSecretStore(StoreFace):
         self, checkpoint: Checkpoint | None = None, *, cross_check: bool = True
     ) -> AuditVerification:
         """See :meth:`kmsbox.SecretStore.verify_audit`."""
-        return await self._run(self._rt.audit.verify(self._io, checkpoint, cross_check=cross_check))
+        return await self._job(lambda io: self._rt.audit.verify(io, checkpoint, cross_check=cross_check))
 
     async def verify_audit_copy(self, lines: Iterable[str]) -> AuditVerification:
-        """See :meth:`kmsbox.SecretStore.verify_audit_copy`."""
-        return await self._run(self._rt.audit.verify_against(self._io, lines))
+        """See :meth:`kmsbox.SecretStore.verify_audit_copy` (``lines`` is read on the store's thread pool)."""
+        return await self._job(lambda io: self._rt.audit.verify_against(io, lines))
 
     async def audit_checkpoint(self) -> Checkpoint:
         """See :meth:`kmsbox.SecretStore.audit_checkpoint`."""
@@ -414,6 +443,7 @@ class AsyncSecretStore(StoreFace):
         except Exception:
             pass
         finally:
+            self._io.closed = True
             if self._rt.data_keys is not None:
                 self._rt.data_keys.clear()
             if self._io.native is not None:
