@@ -33,6 +33,7 @@ import concurrent.futures
 import contextvars
 import functools
 import threading
+import time
 from collections.abc import Callable, Hashable
 from concurrent.futures import Executor
 from typing import Any, TypeVar
@@ -156,6 +157,40 @@ def on_loop(fn: Callable[..., T] | None, loop: asyncio.AbstractEventLoop) -> Cal
     return called
 
 
+#: Seconds of transactions on the loop's thread in one turn of the loop, after which the
+#: next one waits for the loop to poll and run its timers (a turn that wakes a thousand
+#: tasks at once runs their transactions a slice at a time, not all in one go).
+LOOP_SLICE = 0.002
+
+
+class LoopSlice:
+    """The share of one turn of the event loop that on-loop transactions may take.
+
+    The first transaction of a turn opens a slice and schedules its end with
+    ``loop.call_soon`` (which runs in the next turn, after the loop has polled). Once the
+    slice is older than :data:`LOOP_SLICE`, :meth:`spent` says so until it ends: the task
+    then yields (``await asyncio.sleep(0)``) and runs in a later turn. A task whose
+    transactions never suspend (a warm read) so yields at most once per slice.
+    """
+
+    __slots__ = ("_started",)
+
+    def __init__(self) -> None:
+        self._started: float | None = None
+
+    def spent(self) -> bool:
+        """Whether the current slice is used up (opening one when there is none)."""
+        now = time.perf_counter()
+        if self._started is None:
+            self._started = now
+            asyncio.get_running_loop().call_soon(self._end)
+            return False
+        return now - self._started > LOOP_SLICE
+
+    def _end(self) -> None:
+        self._started = None
+
+
 class AsyncPorts:
     """Ports over one backend and executor, for one event loop."""
 
@@ -170,6 +205,7 @@ class AsyncPorts:
         self._blocking_sinks = blocking_sinks
         self._keks: dict[int, AsyncKekProvider] = {}
         self._flights: dict[Hashable, asyncio.Task[Any]] = {}
+        self._slice = LoopSlice()
         #: Set when the store closed: every transaction then fails as the sync store's does.
         self.closed = False
         self.jobs = JobPorts(self)
@@ -204,14 +240,15 @@ class AsyncPorts:
                 except BaseException:
                     ports.aborted()
                     raise
-        if not off_loop and not self._blocking_sinks():
+        if not off_loop and not self._blocking_sinks() and (self._memory or self._nowait):
+            while self._slice.spent():
+                await asyncio.sleep(0)  # let the loop poll and run its timers first
             if self._memory:
                 return self.sync.transact_once(write, body)
-            if self._nowait:
-                try:
-                    return self._on_loop(write, body)
-                except WouldBlock:
-                    pass  # another writer holds the lock: wait for it off the loop
+            try:
+                return self._on_loop(write, body)
+            except WouldBlock:
+                pass  # another writer holds the lock: wait for it off the loop
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self.executor, self.sync.transact_once, write, body)
 
