@@ -146,9 +146,6 @@ def test_a_key_status_kmsbox_never_writes_is_a_malformed_row(db: Attacker) -> No
     _assert_other_namespace_works(reader)
 
 
-@pytest.mark.xfail(
-    strict=True, reason="adversarial-bugs.md#3: diagnose(namespace) raises IntegrityError instead of reporting it"
-)
 def test_diagnose_of_one_namespace_reports_its_altered_key_state(db: Attacker) -> None:
     _compromised(db)
     db.sql("UPDATE kmsbox_namespace_keys SET status = 'active' WHERE namespace = ? AND version = 1", (NS,))

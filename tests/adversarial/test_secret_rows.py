@@ -117,10 +117,6 @@ def test_a_replayed_older_row_is_reported_and_a_put_never_reuses_its_version(db:
     _assert_untouched_work(store)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="adversarial-bugs.md#1: delete of a replayed row records its old version; the next put reuses version 2",
-)
 def test_delete_then_put_after_a_replay_starts_above_every_recorded_version(db: Attacker) -> None:
     store = db.open()
     store.put(VICTIM, "victim-value-1", namespace=NS)
@@ -294,9 +290,6 @@ def test_a_current_row_deleted_through_the_database_is_reported(db: Attacker) ->
     _assert_untouched_work(store)
 
 
-@pytest.mark.xfail(
-    strict=True, reason="adversarial-bugs.md#2: an older version's row deleted through the database is not reported"
-)
 def test_an_older_version_deleted_through_the_database_is_reported(db: Attacker) -> None:
     store = _populated(db)
     db.sql("DELETE FROM kmsbox_secret_history WHERE namespace = ? AND name = ? AND version = 1", VICTIM_KEY)
@@ -304,6 +297,8 @@ def test_an_older_version_deleted_through_the_database_is_reported(db: Attacker)
     # Destroying data cannot be prevented, but it must not go unnoticed.
     reported = bool(store.verify_audit().problems) or any(i.secret == VICTIM for i in store.diagnose().issues)
     assert reported
+    gone = f"secret {NS}/{VICTIM}: version 1 the audit log records is gone from the database"
+    assert store.verify_audit().problems == [gone]
 
 
 def test_cleanup_never_deletes_a_secret_whose_expiry_was_set_through_the_database(db: Attacker) -> None:

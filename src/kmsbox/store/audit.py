@@ -78,6 +78,8 @@ ACTIONS = (
 RESULTS = ("success", "failure", "denied")
 #: Actions after which a secret no longer exists.
 DELETIONS = frozenset(("delete", "expire", "repair"))
+#: Actions that store a new version of a secret (the event's ``secret_version``).
+_WRITES = frozenset(("create", "update", "import"))
 _ACTION_SET = frozenset(ACTIONS)
 _RESULT_SET = frozenset(RESULTS)
 _BATCH = 500
@@ -588,6 +590,15 @@ class AuditLog:
     def _cross_check(self, io: Ports, report: AuditVerification, note: Any) -> Op[None]:
         """Every secret against the last state its changes recorded (a merge of two walks in
         (namespace, name) order), and every namespace's keys against theirs."""
+
+        def marker_body(t: Ports) -> Op[StateEvent | None]:
+            marker: StateEvent | None = yield t.tx.last_state(STORE_NAMESPACE, SCHEMA_MARKER)
+            return marker
+
+        # Every open writes the marker once the rows are sealed; only an erasure removes it
+        # (and then no open seals anything until it is back).
+        if (yield io.transact(False, marker_body, read=True)) is None:
+            note("the audit log's schema marker is gone: events were erased through the database")
         try:
             yield from self._cross_check_secrets(io, report, note)
         except MalformedRow:
@@ -596,8 +607,10 @@ class AuditLog:
         yield from self._cross_check_namespaces(io, report, note)
 
     def _cross_check_secrets(self, io: Ports, report: AuditVerification, note: Any) -> Op[None]:
+        repaired = yield from _repaired_versions(io)
         secrets = _SecretWalk()
         states = _StateWalk()
+        kept: list[tuple[str, str, set[int]]] = []  # versions to look for, checked in batches
         secret = yield from secrets.next(io)
         recorded = yield from states.next(io)
         while secret is not None or recorded is not None:
@@ -627,6 +640,14 @@ class AuditLog:
                         f"{where}: the database holds row version {secret.row_version}, "
                         f"the audit log records {recorded.row_version}: it was rolled back"
                     )
+                else:
+                    held = (secret.namespace, secret.name)
+                    written = states.written - repaired.get(held, set())
+                    if written:
+                        kept.append((*held, written))
+                    if len(kept) >= _BATCH:
+                        yield from _check_versions(io, kept, note)
+                        kept = []
                 secret = yield from secrets.next(io)
             elif recorded.action not in DELETIONS:
                 note(
@@ -634,6 +655,7 @@ class AuditLog:
                     "from the database"
                 )
             recorded = yield from states.next(io)
+        yield from _check_versions(io, kept, note)
 
     def _cross_check_namespaces(self, io: Ports, report: AuditVerification, note: Any) -> Op[None]:
         after: str | None = None
@@ -781,6 +803,7 @@ class _StateWalk:
         self._after: tuple[str, str, int] | None = None
         self._done = False
         self._pending: StateEvent | None = None
+        self.written: set[int] = set()
 
     def _raw(self, io: Ports) -> Op[StateEvent | None]:
         while not self._page and not self._done:
@@ -800,14 +823,84 @@ class _StateWalk:
         return self._page.pop() if self._page else None
 
     def next(self, io: Ports) -> Op[StateEvent | None]:
+        """The next secret's last recorded state; ``written`` is then the versions its
+        recorded writes stored since its last deletion."""
         current = self._pending
         if current is None:
             current = yield from self._raw(io)
             if current is None:
                 return None
+        written: set[int] = set()
         while True:
+            if current.action in DELETIONS:
+                written.clear()
+            elif current.action in _WRITES and current.secret_version is not None:
+                written.add(current.secret_version)
             following = yield from self._raw(io)
             if following is None or (following.namespace, following.name) != (current.namespace, current.name):
                 self._pending = following
+                self.written = written
                 return current
             current = following
+
+
+def _repaired_versions(io: Ports) -> Op[dict[tuple[str, str], set[int]]]:
+    """The single versions ``repair`` deleted (as unrecoverable), per secret."""
+    found: dict[tuple[str, str], set[int]] = {}
+    after: AuditPosition | None = None
+    while True:
+
+        def body(t: Ports, after: AuditPosition | None = after) -> Op[list[AuditRow]]:
+            rows: list[AuditRow] = yield t.tx.audit_events(AuditFilter(action="repair"), after, _BATCH)
+            return rows
+
+        try:
+            rows: list[AuditRow] = yield io.transact(False, body, read=True)
+        except MalformedRow:
+            return found  # the chain walk reports the event that does not decode
+        for row in rows:
+            detail = row.detail
+            if (
+                not row.malformed
+                and row.result == "success"
+                and row.namespace is not None
+                and row.name is not None
+                and row.secret_version is not None
+                and detail.get("whole_secret") is False
+            ):
+                found.setdefault((row.namespace, row.name), set()).add(row.secret_version)
+        if len(rows) < _BATCH:
+            return found
+        after = rows[-1].position
+
+
+def _check_versions(io: Ports, kept: list[tuple[str, str, set[int]]], note: Any) -> Op[None]:
+    """Report the versions the audit log records as stored that are gone from the database
+    (an older version's row deleted through it)."""
+    if not kept:
+        return
+
+    def body(t: Ports) -> Op[list[set[int] | None]]:
+        stored: list[set[int] | None] = []
+        for ns, name, _ in kept:
+            try:
+                versions: list[Any] = yield t.tx.list_versions(ns, name)
+            except MalformedRow:
+                stored.append(None)  # diagnose names the row that does not decode
+                continue
+            stored.append({v.version for v in versions})
+        return stored
+
+    stored: list[set[int] | None] = yield io.transact(False, body, read=True)
+    for (ns, name, written), held in zip(kept, stored, strict=True):
+        if held is None:
+            continue
+        gone = sorted(written - held)
+        if gone:
+            shown = ", ".join(str(v) for v in gone)
+            what = (
+                f"version {shown} the audit log records is"
+                if len(gone) == 1
+                else f"versions {shown} the audit log records are"
+            )
+            note(f"secret {ns}/{name}: {what} gone from the database")

@@ -27,7 +27,7 @@ from kmsbox.storage.base import (
 )
 from kmsbox.store.audit import Event
 from kmsbox.store.io import Op, Ports
-from kmsbox.store.keyring import ACTIVE, AUDIT_NAMESPACE, COMPROMISED, RETIRED, ROTATING
+from kmsbox.store.keyring import ACTIVE, AUDIT_NAMESPACE, COMPROMISED, RETIRED, ROTATING, KeyState
 from kmsbox.store.maintenance import KeyMaintenance, VersionWalk, resume_after
 from kmsbox.store.runtime import StoreRuntime
 
@@ -151,7 +151,7 @@ class Diagnosis:
     # --- diagnosis -------------------------------------------------------------------------------
 
     def _key_issues(
-        self, io: Ports, ns: str, rows: list[NamespaceKeyRow], counts: dict[int, int]
+        self, io: Ports, ns: str, rows: list[NamespaceKeyRow], counts: dict[int, int], forged: set[int]
     ) -> Op[tuple[list[Issue], dict[int, Aead]]]:
         issues: list[Issue] = []
         usable: dict[int, Aead] = {}
@@ -291,7 +291,9 @@ class Diagnosis:
                     )
                 )
         for version, refs in counts.items():
-            if version and refs and not any(r.version == version for r in rows):
+            # A version the namespace never had is named only by envelopes changed through the
+            # database: each is reported as corrupt, not as a key to delete secrets for.
+            if version and refs and version not in forged and not any(r.version == version for r in rows):
                 issues.append(
                     Issue(
                         "missing_namespace_key",
@@ -349,12 +351,14 @@ class Diagnosis:
                             shown,
                         )
                     )
-            issues, usable = yield from self._key_issues(io, ns, rows, counts)
+            had = None if state is None else KeyState(state, rows, 0.0)
+            forged = {v for v in counts if v and had is not None and had.never_had(v)}
+            issues, usable = yield from self._key_issues(io, ns, rows, counts, forged)
             report.issues += issues
             if not check_secrets or ns == AUDIT_NAMESPACE:
                 continue
             report.issues += yield from self._secret_rows(io, ns)
-            report.issues += yield from self._envelopes(io, ns, usable, report)
+            report.issues += yield from self._envelopes(io, ns, usable, forged, report)
         order = {s: i for i, s in enumerate(SEVERITIES)}
         report.issues.sort(key=lambda i: (order.get(i.severity, 9), i.namespace or "", i.code))
         yield from self.maintenance.audit_job(
@@ -400,9 +404,11 @@ class Diagnosis:
                 return found
             after = (ns, page[-1].name)
 
-    def _envelopes(self, io: Ports, ns: str, usable: dict[int, Aead], report: DiagnosisReport) -> Op[list[Issue]]:
+    def _envelopes(
+        self, io: Ports, ns: str, usable: dict[int, Aead], forged: set[int], report: DiagnosisReport
+    ) -> Op[list[Issue]]:
         """Every version whose DEK cannot be unwrapped (its envelope named a key that is gone,
-        or was corrupted or moved)."""
+        or was corrupted or moved, or names a key version the namespace never had)."""
         issues: list[Issue] = []
         walk = VersionWalk(ns, self.rt.settings.batch_size)
         while True:
@@ -413,7 +419,7 @@ class Diagnosis:
                 return issues
             for v in batch:
                 report.secret_versions_checked += 1
-                problem = _unopenable(v, usable)
+                problem = _unopenable(v, usable, forged)
                 if problem == "key":
                     issues.append(
                         Issue(
@@ -574,10 +580,13 @@ class Diagnosis:
                     )
                     what = f"deleted secret {ns}/{name} ({count} versions; {why})"
                     row_version = max(row.row_version if row else 0, last.row_version if last else 0) + 1
+                    # The highest version known, so that a new life of the name starts above it.
+                    known = (version, row.version if row else None, last.secret_version if last else None)
+                    recorded = max((v for v in known if v is not None), default=None)
                 else:
                     yield t.tx.delete_version(ns, name, version)
                     what = f"deleted unrecoverable version {ns}/{name} v{version}"
-                    row_version = None
+                    row_version, recorded = None, version
                 yield from rt.audit.append(
                     t,
                     [
@@ -585,7 +594,7 @@ class Diagnosis:
                             "repair",
                             namespace=ns,
                             name=name,
-                            secret_version=version,
+                            secret_version=recorded,
                             actor=who,
                             context=req,
                             detail={"deleted": True, "whole_secret": row_version is not None},
@@ -636,15 +645,18 @@ def _header(version: StoredVersion) -> int | None:
         return None
 
 
-def _unopenable(v: StoredVersion, usable: dict[int, Aead]) -> str | None:
-    """Why a version's DEK cannot be unwrapped (``key`` or ``corrupt``), or None if it can."""
+def _unopenable(
+    v: StoredVersion, usable: dict[int, Aead], forged: frozenset[int] | set[int] = frozenset()
+) -> str | None:
+    """Why a version's DEK cannot be unwrapped (``key`` or ``corrupt``), or None if it can.
+    ``forged``: key versions the namespace never had (an envelope naming one is corrupt)."""
     try:
         env = fmt.parse_secret(v.blob)
     except IntegrityError:
         return "corrupt"
     key = usable.get(env.namespace_key_version)
     if key is None:
-        return "key"
+        return "corrupt" if env.namespace_key_version in forged else "key"
     try:
         key.open(env.dek_nonce, env.wrapped_dek, fmt.dek_aad(v.namespace, v.name, v.version, env.namespace_key_version))
     except IntegrityError:

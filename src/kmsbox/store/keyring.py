@@ -74,6 +74,11 @@ class KeyState:
         """The highest key version (0 if none)."""
         return max((r.version for r in self.rows), default=0)
 
+    def never_had(self, version: int) -> bool:
+        """Whether ``version`` was never a key version of the namespace: every version made
+        is a key-state change, so none is above the sealed generation."""
+        return version < 1 or version > max(self.state.generation, self.newest())
+
 
 @dataclass(slots=True)
 class ActiveKey:
@@ -166,7 +171,10 @@ class NamespaceKeyring:
 
     def key(self, io: Ports, namespace: str, version: int, row: NamespaceKeyRow | None = None) -> Op[Aead]:
         """A namespace-key version: from the cache, else unwrapped once for all concurrent
-        callers. KeyUnavailable if the version does not exist or no KEK can unwrap it."""
+        callers. KeyUnavailable if the version does not exist (any more) or no KEK can unwrap
+        it; IntegrityError if the namespace never had it (the sealed key-state generation
+        counts every version ever made), which only an envelope changed through the
+        database can name."""
         cached = self.cache.get((namespace, version))
         if cached is not None:
             return cached
@@ -174,6 +182,11 @@ class NamespaceKeyring:
             state = yield from self.state(io, namespace)
             row = None if state is None else state.row(version)
             if row is None:
+                if state is not None and state.never_had(version):
+                    raise IntegrityError(
+                        f"namespace {namespace!r} never had key version {version}: an envelope naming it "
+                        "was changed through the database"
+                    )
                 raise KeyUnavailable(f"namespace key {namespace!r} version {version} does not exist")
         found: NamespaceKeyRow = row
         key: Aead = yield io.flight(("namespace-key", namespace, version), lambda: self._unwrap_to_cache(io, found))

@@ -122,11 +122,18 @@ class KeyMaintenance:
 
     def targets(self, io: Ports, namespace: str | None, *, include_audit: bool = False) -> Op[list[str]]:
         """One namespace (NamespaceNotFound if it does not exist), or every namespace (and
-        the audit key's, if asked)."""
+        the audit key's, if asked).
+
+        Only existence is checked here, as for every namespace: whether its key state can be
+        trusted is for each job to find out (diagnose reports it, the other jobs refuse)."""
         if namespace is not None:
             ns = validate_namespace(namespace)
-            state = yield from self.rt.keyring.state(io, ns)
-            if state is None:
+
+            def exists(t: Ports) -> Op[bool]:
+                state: NamespaceState | None = yield t.tx.namespace_state(ns)
+                return state is not None
+
+            if not (yield io.transact(False, exists, read=True)):
                 raise NamespaceNotFound(f"namespace {ns!r} does not exist")
             return [ns]
         names: list[str] = []
@@ -611,8 +618,8 @@ class KeyMaintenance:
                 if v.created_at >= started and header == target.version:
                     report.skipped += 1  # written after the job began: already fresh
                     continue
-                key = yield from rt.keyring.key(io, ns, header)
                 try:
+                    key = yield from rt.keyring.key(io, ns, header)  # IntegrityError: a version never made
                     payload = open_secret(v.blob, _only(key), ns, v.name, v.version)
                 except IntegrityError:
                     report.details.setdefault("corrupt", []).append(f"{v.name} v{v.version}")
@@ -721,7 +728,13 @@ class KeyMaintenance:
         dry_run: bool = False,
     ) -> Op[JobReport]:
         """Delete retired (and compromised) key versions no envelope names, retired for longer
-        than ``older_than`` (see ``SecretStore.cleanup_retired_keys``)."""
+        than ``older_than`` (see ``SecretStore.cleanup_retired_keys``).
+
+        An envelope header is authenticated only when it is used, so before a version is
+        deleted every envelope of the namespace is checked: one whose DEK does not open under
+        the key its header names (its header was changed through the database, or it is
+        corrupt) keeps every candidate version it might need (see :meth:`hidden_references`).
+        """
         seconds = seconds_of(older_than, "older_than", allow_zero=True)
         report = JobReport("cleanup-retired-keys", namespace, dry_run=dry_run)
         cutoff = time.time() - seconds
@@ -731,31 +744,42 @@ class KeyMaintenance:
         for ns in targets:
 
             def decide(
-                current: KeyState, counts: dict[int, int], ns: str = ns
+                current: KeyState, counts: dict[int, int], hidden: dict[int, int] | None, ns: str = ns
             ) -> tuple[list[int], list[dict[str, Any]]]:
+                """Candidates (by header counts alone when ``hidden`` is None) and versions kept."""
                 doomed: list[int] = []
                 kept: list[dict[str, Any]] = []
                 for row in current.rows:
                     if row.status not in (RETIRED, COMPROMISED) or row.updated_at > cutoff:
                         continue
                     refs = counts.get(row.version, 0)
-                    if refs:
-                        kept.append({"namespace": ns, "version": row.version, "references": refs})
-                    else:
+                    unchecked = hidden is not None and row.version not in hidden
+                    hides = 0 if hidden is None else hidden.get(row.version, 0)
+                    if refs or hides:
+                        entry = {"namespace": ns, "version": row.version, "references": refs}
+                        if hides:
+                            entry["unauthenticated_envelopes"] = hides
+                        kept.append(entry)
+                    elif not unchecked:  # a candidate that appeared after the check waits for the next run
                         doomed.append(row.version)
                 return doomed, kept
 
+            state = yield from self.state(io, ns)
+            counts = yield from self.counts(io, ns)
+            candidates, kept = decide(state, counts, None)
+            if not candidates:
+                refused += kept
+                continue
+            hidden = yield from self.hidden_references(io, ns, state, candidates)
             if dry_run:
-                state = yield from self.state(io, ns)
-                counts = yield from self.counts(io, ns)
-                doomed, kept = decide(state, counts)
+                doomed, kept = decide(state, counts, hidden)
                 refused += kept
                 deleted += [{"namespace": ns, "version": v} for v in doomed]
                 continue
 
-            def edit(t: Ports, current: KeyState, ns: str = ns) -> Op[KeyEdit | None]:
+            def edit(t: Ports, current: KeyState, ns: str = ns, hidden: dict[int, int] = hidden) -> Op[KeyEdit | None]:
                 counts: dict[int, int] = yield t.tx.versions_per_key(ns)
-                doomed, kept = decide(current, counts, ns)
+                doomed, kept = decide(current, counts, hidden, ns)
                 refused.extend(kept)  # noqa: B023 (runs within this iteration)
                 if not doomed:
                     return None
@@ -771,6 +795,43 @@ class KeyMaintenance:
             report.details = {"deleted": deleted, "refused": refused}
         report.skipped = len(refused)
         return report.finish()
+
+    def hidden_references(self, io: Ports, ns: str, state: KeyState, candidates: list[int]) -> Op[dict[int, int]]:
+        """Per candidate version (each present, 0 when none): the envelopes of ``ns`` that may
+        need it though their header does not name it.
+
+        ``versions_per_key`` counts envelopes by a header anyone with database access can
+        rewrite; the AEAD binds the header's key version to the wrapped DEK, so an envelope
+        whose DEK opens under the key its header names needs no other key. Any other one
+        (rewritten header, corrupt or malformed row) counts for each candidate whose key
+        opens its DEK, and for each candidate that cannot be unwrapped or tried.
+        """
+        keys: dict[int, Aead | None] = {}
+        for row in state.rows:
+            try:
+                keys[row.version] = yield from self.rt.keyring.key(io, ns, row.version, row)
+            except KeyUnavailable:
+                keys[row.version] = None
+        found = dict.fromkeys(candidates, 0)
+        walk = VersionWalk(ns, self.rt.settings.batch_size)
+        while True:
+            batch = yield from walk.next(io)
+            for _ in walk.malformed:  # a row that does not decode may need any of them
+                for c in candidates:
+                    found[c] += 1
+            walk.malformed.clear()
+            if not batch:
+                return found
+            for v in batch:
+                try:
+                    env: fmt.SecretEnvelope | None = fmt.parse_secret(v.blob)
+                except IntegrityError:
+                    env = None
+                if env is not None and _dek_opens(keys.get(env.namespace_key_version), v, env, None):
+                    continue
+                for c in candidates:
+                    if env is None or keys.get(c) is None or _dek_opens(keys[c], v, env, c):
+                        found[c] += 1
 
     # --- several KEKs: migration -----------------------------------------------------------------
 
@@ -969,6 +1030,19 @@ def _note_malformed(report: JobReport, walk: VersionWalk) -> None:
         if where not in shown:
             shown.append(where)
     walk.malformed.clear()
+
+
+def _dek_opens(key: Aead | None, v: StoredVersion, env: fmt.SecretEnvelope, as_version: int | None) -> bool:
+    """Whether ``env``'s DEK authenticates under ``key`` as namespace-key version
+    ``as_version`` (None: the version its header names). The DEK itself is dropped."""
+    if key is None:
+        return False
+    version = env.namespace_key_version if as_version is None else as_version
+    try:
+        key.open(env.dek_nonce, env.wrapped_dek, fmt.dek_aad(v.namespace, v.name, v.version, version))
+    except IntegrityError:
+        return False
+    return True
 
 
 def _only(key: Aead) -> Callable[[int], Aead]:

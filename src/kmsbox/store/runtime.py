@@ -19,7 +19,9 @@ from kmsbox.errors import KeyUnavailable
 from kmsbox.kek import KekProvider
 from kmsbox.keys import KeyCache
 from kmsbox.storage.base import (
+    AuditRow,
     ChainHead,
+    MalformedRow,
     NamespaceKeyRow,
     NamespaceState,
     SecretFilter,
@@ -143,11 +145,41 @@ class StoreRuntime:
             return marker
 
         marker: StateEvent | None = yield io.transact(False, marker_body, read=True)
-        if marker is None or marker.row_version < SCHEMA_VERSION:
+        if marker is None:
+            # No marker: a new store, one an older release made, or a marker erased through
+            # the database. Only in the last case has a sealing release written events, and
+            # then nothing is sealed (``verify`` reports the missing marker): trusting the
+            # rows as they are would seal whatever the attacker left in them.
+            if not (yield from self._written_by_sealing_release(io)):
+                yield from self._seal_older_rows(io)
+        elif marker.row_version < SCHEMA_VERSION:
             yield from self._seal_older_rows(io)
         state = yield from self.keyring.state(io, AUDIT_NAMESPACE, fresh=True)
         if state is None:
             raise KeyUnavailable("the store's audit key is gone")
+
+    def _written_by_sealing_release(self, io: Ports) -> Op[bool]:
+        """Whether the audit log holds an event this schema's code wrote (after its marker).
+
+        Before the upgrade to this schema every event is on chain 0 in the old record
+        format, and the upgrade writes none before its marker; so the newest event of any
+        chain in the current format (or any event on another chain) means the store was
+        opened by a release that seals rows. An event that does not decode counts too.
+        """
+
+        def body(t: Ports) -> Op[bool]:
+            heads: list[ChainHead] = yield t.tx.audit_heads()
+            live = [h for h in heads if h.seq > 0]
+            if any(h.chain != 0 for h in live):
+                return True
+            try:
+                rows: list[AuditRow] = yield t.tx.audit_events_at([(h.at, h.chain, h.seq) for h in live])
+            except MalformedRow:
+                return True
+            return any(r.malformed or r.record != 1 for r in rows)
+
+        found: bool = yield io.transact(False, body, read=True)
+        return found
 
     def _audit_key(self, io: Ports) -> Op[bytes]:
         def load(t: Ports) -> Op[tuple[NamespaceState | None, list[NamespaceKeyRow]]]:

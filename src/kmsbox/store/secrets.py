@@ -637,11 +637,17 @@ class Secrets:
                 return (yield from self.missing(t, ns, name))
             count = yield t.tx.delete_secret(ns, name)
             row_version = max(row.row_version if row else 0, last.row_version if last else 0) + 1
+            # The event records the highest version either the row or the audit log knows of:
+            # a row rolled back through the database must not lower it (the next put starts above it).
+            recorded = last.secret_version if last is not None else None
+            secret_version = max(row.version if row else 0, recorded or 0) or None
             detail: dict[str, Any] = {"versions": count}
             if malformed:
                 detail["malformed"] = True
             if row is None and not malformed:
                 detail["row_missing"] = True
+            if row is not None and recorded is not None and row.version < recorded:
+                detail["stored_version"] = row.version  # the row was behind the log: rolled back
             yield from self.rt.audit.append(
                 t,
                 [
@@ -649,7 +655,7 @@ class Secrets:
                         "delete",
                         namespace=ns,
                         name=name,
-                        secret_version=row.version if row else (last.secret_version if last else None),
+                        secret_version=secret_version,
                         actor=who,
                         context=req,
                         detail=detail,
