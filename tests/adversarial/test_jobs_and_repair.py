@@ -127,3 +127,17 @@ def test_jobs_pass_over_an_altered_secret_row_and_go_on_with_the_rest(db: Attack
         reader.get("gamma", namespace=NS)
     assert reader.get("elsewhere", namespace=OTHER_NS).value == "elsewhere-value"
     assert any("gamma" in p for p in reader.verify_audit().problems)
+
+
+def test_a_secret_repair_deleted_as_malformed_comes_back_above_every_recorded_version(db: Attacker) -> None:
+    # Repair records the highest version the audit log knows of, as a delete does, even
+    # when the row it deleted could not be read: no version number is used twice.
+    store = _rotated(db)
+    store.put("alpha", "alpha-value-2", namespace=NS)
+    db.sql("UPDATE kmsbox_secrets SET labels = 'not json' WHERE namespace = ? AND name = 'alpha'", (NS,))
+    assert ("secret_malformed", "alpha") in {(i.code, i.secret) for i in store.diagnose().issues}
+    done = store.repair(dry_run=False, confirm_delete=True).done
+    assert f"deleted secret {NS}/alpha (2 versions; its stored row was malformed)" in done
+    assert store.put("alpha", "alpha-value-3", namespace=NS).version == 3
+    assert store.get("alpha", namespace=NS).value == "alpha-value-3"
+    assert store.verify_audit().ok
