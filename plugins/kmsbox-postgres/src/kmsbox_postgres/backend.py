@@ -44,6 +44,8 @@ _CONNECTION_LOST_STATES = ("57P01", "57P02", "57P03")
 # and YugabyteDB's retry errors, which use 40001).
 _CONFLICT_STATES = ("23505", "40001", "40P01")
 
+_NAMESPACE_LOCK_KEY = "hashtextextended('kmsbox:namespace:' || current_schema() || ':' || ?, 0)"
+
 POSTGRES_DIALECT = SqlDialect(
     name="postgres",
     placeholder="%s",
@@ -53,6 +55,12 @@ POSTGRES_DIALECT = SqlDialect(
     hold_shared=" FOR SHARE",
     hold_exclusive=" FOR UPDATE",
     greatest="GREATEST",
+    # FOR SHARE lets new shared holders overtake a waiting FOR UPDATE without end: an
+    # advisory lock (whose queue is fair), taken in the same statement before the row,
+    # makes a rotation wait only for the puts already under way. One 64-bit key per
+    # schema and namespace (a collision only makes two namespaces queue together).
+    namespace_queue_shared=f"SELECT pg_advisory_xact_lock_shared({_NAMESPACE_LOCK_KEY})",
+    namespace_queue_exclusive=f"SELECT pg_advisory_xact_lock({_NAMESPACE_LOCK_KEY})",
 )
 
 

@@ -175,12 +175,15 @@ class SqlTransaction:
     def namespace_state(self, namespace: str, *, change: bool = False) -> NamespaceState | None:
         """See :meth:`kmsbox.storage.base.Transaction.namespace_state`."""
         d = self._s.dialect
-        hold = (d.hold_exclusive if change else d.hold_shared) if self.writing else ""
-        return self._run(self._noting_absence(namespace, hold))
+        if not self.writing:
+            return self._run(self._noting_absence(namespace, "", ""))
+        if change:
+            return self._run(self._noting_absence(namespace, d.hold_exclusive, d.namespace_queue_exclusive))
+        return self._run(self._noting_absence(namespace, d.hold_shared, d.namespace_queue_shared))
 
-    def _noting_absence(self, namespace: str, hold: str) -> Generator[Execute, Any, NamespaceState | None]:
+    def _noting_absence(self, namespace: str, hold: str, queue: str) -> Generator[Execute, Any, NamespaceState | None]:
         # Part of the statements' generator, so the sync and async drivers both keep it.
-        state = yield from self._s.namespace_state(namespace, hold)
+        state = yield from self._s.namespace_state(namespace, hold, queue)
         if state is None and self.writing:
             self._absent.add(namespace)
         else:

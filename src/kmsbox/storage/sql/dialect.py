@@ -38,6 +38,14 @@ class SqlDialect:
     ``hold_shared`` and ``hold_exclusive`` are the row-lock clauses a ``SELECT`` takes
     for the storage protocol's holds (empty where write transactions run one at a time,
     as on SQLite); ``greatest`` is the two-argument maximum function.
+
+    ``namespace_queue_shared`` and ``namespace_queue_exclusive`` are one-row ``SELECT`` statements
+    (one ``?``: the namespace) that a write transaction's statement holding a namespace's
+    key state, shared or exclusively, joins in first (no extra round trip). An engine whose
+    row locks let new shared holders overtake a waiting exclusive one without end
+    (PostgreSQL's ``FOR SHARE`` does: a key rotation waited a minute behind a steady stream
+    of puts) takes a lock with a fair queue there, so that the exclusive hold waits only
+    for the holds already granted. Empty where not needed.
     """
 
     name: str
@@ -49,6 +57,8 @@ class SqlDialect:
     hold_shared: str = ""
     hold_exclusive: str = ""
     greatest: str = "MAX"
+    namespace_queue_shared: str = ""
+    namespace_queue_exclusive: str = ""
     _cache: dict[str, str] = field(default_factory=dict, compare=False, repr=False)
 
     def sql(self, text: str) -> str:

@@ -94,9 +94,11 @@ class SqlStatements:
         self._read_old = q(
             "SELECT created_at, blob FROM kmsbox_secret_history WHERE namespace = ? AND name = ? AND version = ?"
         )
+        # Holds the namespace's key state shared, after the dialect's queue (see namespace_state).
+        queued = f"({dialect.namespace_queue_shared}) AS queued, " if dialect.namespace_queue_shared else ""
         self._create = q(
             f"INSERT INTO kmsbox_secrets ({_SECRET_INSERT_COLUMNS}) SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ? "
-            "WHERE EXISTS (SELECT 1 FROM kmsbox_namespaces WHERE namespace = ? AND seal = ?"
+            f"WHERE EXISTS (SELECT 1 FROM {queued}kmsbox_namespaces WHERE namespace = ? AND seal = ?"
             f"{dialect.hold_shared}) AND NOT EXISTS (SELECT 1 FROM kmsbox_audit_events WHERE namespace = ? "
             "AND name = ? AND row_version >= ?) ON CONFLICT (namespace, name) DO NOTHING"
         )
@@ -143,14 +145,15 @@ class SqlStatements:
 
     # --- namespaces and their keys ---------------------------------------------------------
 
-    def namespace_state(self, namespace: str, hold: str) -> SqlGen[NamespaceState | None]:
-        """A namespace's key-state row, with the hold clause the driver chose."""
+    def namespace_state(self, namespace: str, hold: str, queue: str = "") -> SqlGen[NamespaceState | None]:
+        """A namespace's key-state row, with the hold clause the driver chose (after the
+        dialect's ``queue`` statement, if any: see :class:`SqlDialect`)."""
+        # The queue, a one-row subquery, comes first in the join: it is taken before the row's hold.
+        source = f"({queue}) AS queued, kmsbox_namespaces" if queue else "kmsbox_namespaces"
         row = yield Execute(
-            self.dialect.sql(
-                "SELECT namespace, generation, created_at, seal FROM kmsbox_namespaces WHERE namespace = ?"
-            )
+            self.dialect.sql(f"SELECT namespace, generation, created_at, seal FROM {source} WHERE namespace = ?")
             + hold,
-            (namespace,),
+            (namespace, namespace) if queue else (namespace,),
             ONE,
         )
         return None if row is None else decode.namespace_state(*row)
@@ -269,10 +272,12 @@ class SqlStatements:
 
     def create_secret(self, row: SecretRow, current: StoredVersion, keys_seal: bytes) -> SqlGen[bool]:
         """Create a secret and its first version if nothing stands in the way (see the protocol)."""
+        queued = (row.namespace,) if self.dialect.namespace_queue_shared else ()
         count = yield Execute(
             self._create,
             (
                 *_secret_values(row, current.blob),
+                *queued,
                 row.namespace,
                 keys_seal,
                 row.namespace,
