@@ -59,7 +59,9 @@ def check_keks(kek: object) -> list[KekProvider]:
 
 
 def _check_context(context: object) -> Mapping[str, str] | None:
-    if context is None or (isinstance(context, Mapping) and all(type(k) is str for k in context)):
+    if context is None or type(context) is dict:
+        return context  # keys and values are checked (TypeError) when the context is encoded
+    if isinstance(context, Mapping) and all(type(k) is str for k in context):
         return context  # values are checked (TypeError) when the context is encoded
     raise TypeError(f"context must be a mapping of str to str, got {type(context).__name__}")
 

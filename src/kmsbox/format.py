@@ -80,6 +80,8 @@ def encode_context(context: Mapping[str, str] | None) -> bytes:
     """
     if not context:
         return b"\x00\x00"
+    if not all(type(key) is str for key in context):
+        raise TypeError("context keys and values must be str")
     parts = [struct.pack(">H", len(context))]
     for key in sorted(context):
         value = context[key]
@@ -97,6 +99,14 @@ def encode_context_cached(context: Mapping[str, str] | None) -> bytes:
     keyed by their items in the order given; for the engine's hot path."""
     if not context:
         return b"\x00\x00"
+    if len(context) == 1:
+        # One entry (an ORM value's row binding): encoding it beats a memo that every new
+        # row would miss and flush.
+        ((key, value),) = context.items()
+        if type(key) is str and type(value) is str:
+            kb, vb = key.encode("utf-8"), value.encode("utf-8")
+            if len(kb) <= _MAX_CONTEXT_ITEM and len(vb) <= _MAX_CONTEXT_ITEM:
+                return b"\x00\x01" + len(kb).to_bytes(2, "big") + kb + len(vb).to_bytes(2, "big") + vb
     memo_key = tuple(context.items())
     cached = _context_memo.get(memo_key)
     if cached is None:

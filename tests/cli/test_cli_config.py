@@ -213,8 +213,8 @@ def test_cli_reports_a_bad_config_file_in_one_line_with_exit_7(monkeypatch: pyte
 @pytest.mark.parametrize(
     ("query", "fragment"),
     [
-        ("?foo=1", "unknown parameter (known: busy_timeout)"),
-        ("?busy_timeout=5&journal=off", "unknown parameter (known: busy_timeout)"),
+        ("?foo=1", "unknown parameter 'foo' (known: busy_timeout)"),
+        ("?busy_timeout=5&journal=off", "unknown parameter 'journal' (known: busy_timeout)"),
         ("?busy_timeout=1&busy_timeout=2", "parameter 'busy_timeout' is given twice"),
         ("?busy_timeout", "the query must look like"),
         ("?busy_timeout=", "busy_timeout must be a number of seconds"),
@@ -255,4 +255,4 @@ def test_busy_timeout_is_taken_from_the_url(tmp_path: Path, monkeypatch: pytest.
 
 def test_cli_reports_an_unknown_sqlite_parameter_with_exit_7(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     isolate(monkeypatch, tmp_path, store=f"sqlite:///{tmp_path / 'x.db'}?foo=1", kek=True)
-    assert "unknown parameter (known: busy_timeout)" in one_error_line(invoker()("list", "ns"), "config")
+    assert "unknown parameter 'foo' (known: busy_timeout)" in one_error_line(invoker()("list", "ns"), "config")

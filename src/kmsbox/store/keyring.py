@@ -39,6 +39,7 @@ __all__ = [
 ]
 
 ACTIVE = "active"
+_STATE_READS = 3  # reads of a key state before a mismatch is taken for an edit
 ROTATING = "rotating"
 RETIRED = "retired"
 COMPROMISED = "compromised"
@@ -179,8 +180,13 @@ class NamespaceKeyring:
         if cached is not None:
             return cached
         if row is None:
+            asked = time.monotonic()
             state = yield from self.state(io, namespace)
             row = None if state is None else state.row(version)
+            if row is None and state is not None and state.loaded_at < asked:
+                # A cached state older than the envelope (a rotation since): read it again.
+                state = yield from self.state(io, namespace, fresh=True)
+                row = None if state is None else state.row(version)
             if row is None:
                 if state is not None and state.never_had(version):
                     raise IntegrityError(
@@ -226,11 +232,20 @@ class NamespaceKeyring:
             last: StateEvent | None = yield t.tx.last_state(namespace, None)
             return state, rows, last
 
-        loaded = yield io.transact(False, body, read=True)
-        if loaded is None:
-            self._states.pop(namespace, None)
-            return None
-        return self.remember(self.check(*loaded))
+        for attempt in range(_STATE_READS):
+            loaded = yield io.transact(False, body, read=True)
+            if loaded is None:
+                self._states.pop(namespace, None)
+                return None
+            try:
+                return self.remember(self.check(*loaded))
+            except IntegrityError:
+                # Reads may run statement by statement (PostgreSQL outside a write
+                # transaction): a change committed between them looks like an edit. An edit
+                # stays on the next read; a race does not.
+                if attempt == _STATE_READS - 1:
+                    raise
+        raise AssertionError("unreachable")
 
     def check(self, state: NamespaceState, rows: list[NamespaceKeyRow], last: StateEvent | None) -> KeyState:
         """Verify a key state read from storage (IntegrityError if it cannot be trusted)."""
