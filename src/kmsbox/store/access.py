@@ -12,11 +12,11 @@ interval), or at once when it closes.
 
 from __future__ import annotations
 
-import os
 import secrets
 import threading
 import time
 
+from kmsbox._process import current_pid
 from kmsbox.errors import KmsboxError
 from kmsbox.store.io import Op, Ports
 
@@ -33,7 +33,7 @@ class AccessCounter:
         self._pending: dict[tuple[str, str], tuple[int, float]] = {}
         self._lock = threading.Lock()
         self._flushed = time.time()
-        self._pid = os.getpid()
+        self._pid = current_pid()
         self.counter = _new_counter()
         #: Flushes that failed (their counts were kept for the next one).
         self.failures = 0
@@ -56,9 +56,9 @@ class AccessCounter:
     def flush(self, io: Ports) -> Op[None]:
         """Write the pending counts under this store's counter (in key order). A failure
         keeps them for the next flush and never reaches the reader that triggered it."""
-        if os.getpid() != self._pid:
+        if current_pid() != self._pid:
             # A forked child counts under a counter of its own.
-            self._pid = os.getpid()
+            self._pid = current_pid()
             self.counter = _new_counter()
         with self._lock:
             pending, self._pending = self._pending, {}

@@ -138,11 +138,13 @@ class SyncPorts:
 
     def transact(self, write: bool, body: Callable[[Ports], Op[T]], *, read: bool = False) -> T:
         """See :meth:`Ports.transact`."""
-        retry = Retry(read)
+        retry = None  # made at the first lost race: most transactions never lose one
         while True:
             try:
                 return self.transact_once(write, body)
             except ConflictError:
+                if retry is None:
+                    retry = Retry(read)
                 time.sleep(retry.next_delay())
 
     def transact_once(self, write: bool, body: Callable[[Ports], Op[T]]) -> T:

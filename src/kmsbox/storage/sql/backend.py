@@ -21,12 +21,12 @@ connection per thread, transactions, the shared migrations and every statement o
 from __future__ import annotations
 
 import contextlib
-import os
 import threading
 from collections.abc import Callable, Generator, Sequence
 from contextlib import AbstractContextManager
 from typing import Any, Protocol, TypeVar
 
+from kmsbox._process import current_pid
 from kmsbox.errors import ConfigError, ConflictError, KmsboxError, StorageError
 from kmsbox.storage.base import (
     AuditFilter,
@@ -396,10 +396,10 @@ class _NowaitScope:
         local = backend._local
         if getattr(local, "active", False):
             raise RuntimeError("nested kmsbox storage transactions are not supported")
+        if backend._closed:
+            raise StorageError("storage backend is closed")
         conn = getattr(local, "nowait_conn", None)
         if conn is None:
-            if backend._closed:
-                raise StorageError("storage backend is closed")
             conn = local.nowait_conn = engine.connect_nowait()
             with backend._conn_lock:
                 backend._all_connections.append(conn)
@@ -454,7 +454,7 @@ class SqlBackend:
         self._local = threading.local()
         self._all_connections: list[Any] = []
         self._conn_lock = threading.Lock()
-        self._pid = os.getpid()
+        self._pid = current_pid()
         self._closed = False
         try:
             self._migrate()
@@ -472,9 +472,9 @@ class SqlBackend:
     def _connection(self) -> Any:
         if self._closed:
             raise StorageError("storage backend is closed")
-        if self._pid != os.getpid():
+        if self._pid != current_pid():
             # A forked child must not use (or close) its parent's sessions: start afresh.
-            self._pid = os.getpid()
+            self._pid = current_pid()
             self._local = threading.local()
             with self._conn_lock:
                 self._all_connections = []
