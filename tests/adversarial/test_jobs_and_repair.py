@@ -4,6 +4,7 @@ be read, and never let an edit through the database turn into a deletion by kmsb
 
 from __future__ import annotations
 
+import json
 import time
 
 import pytest
@@ -141,3 +142,75 @@ def test_a_secret_repair_deleted_as_malformed_comes_back_above_every_recorded_ve
     assert store.put("alpha", "alpha-value-3", namespace=NS).version == 3
     assert store.get("alpha", namespace=NS).value == "alpha-value-3"
     assert store.verify_audit().ok
+
+
+def _interrupted_reencrypt(store: SecretStore, namespace: str, names: int) -> None:
+    """``names`` secrets in ``namespace``, a rotation, and a re-encryption stopped after one batch."""
+    for i in range(names):
+        store.put(f"s{i:02d}", f"v{i}", namespace=namespace)
+    store.rotate_namespace_key(namespace)
+
+    class Interrupted(Exception):
+        pass
+
+    def stop(done: int, total: int | None) -> None:
+        raise Interrupted
+
+    with pytest.raises(Interrupted):
+        store.reencrypt(namespace, batch_size=2, progress=stop)
+
+
+def _checkpoint(db: Attacker, job_id: str) -> str:
+    rows = db.sql("SELECT state FROM kmsbox_jobs WHERE job_id = ?", (job_id,))
+    assert len(rows) == 1
+    return str(rows[0][0])
+
+
+def _under_the_old_key(db: Attacker, namespace: str, names: int) -> list[str]:
+    return [f"s{i:02d}" for i in range(names) if key_version_of(db.blob(namespace, f"s{i:02d}", 1)) == 1]
+
+
+def test_a_checkpoint_moved_forward_is_refused_and_the_job_reencrypts_every_secret(db: Attacker) -> None:
+    # Moving the cursor past the end would make the job skip every secret and report
+    # success while they stay under the key the operator is moving off.
+    store = db.open()
+    _interrupted_reencrypt(store, NS, 8)
+    state = json.loads(_checkpoint(db, f"reencrypt:{NS}"))
+    state["name"] = "zzzz"
+    db.script([("UPDATE kmsbox_jobs SET state = ? WHERE job_id = ?", (json.dumps(state), f"reencrypt:{NS}"))])
+    report = db.open().reencrypt(NS)
+    assert report.details["checkpoint_discarded"] == "unauthenticated"
+    assert _under_the_old_key(db, NS, 8) == []
+    assert db.open().get("s07", namespace=NS).value == "v7"
+
+
+def test_a_checkpoint_copied_from_another_namespace_is_refused(db: Attacker) -> None:
+    store = db.open()
+    _interrupted_reencrypt(store, OTHER_NS, 8)
+    _interrupted_reencrypt(store, NS, 8)
+    copied = _checkpoint(db, f"reencrypt:{OTHER_NS}")  # sealed, but for the other job
+    db.script([("UPDATE kmsbox_jobs SET state = ? WHERE job_id = ?", (copied, f"reencrypt:{NS}"))])
+    report = db.open().reencrypt(NS)
+    assert report.details["checkpoint_discarded"] == "unauthenticated"
+    assert _under_the_old_key(db, NS, 8) == []
+
+
+def test_a_checkpoint_replayed_from_an_earlier_key_version_is_stale(db: Attacker) -> None:
+    # A sealed checkpoint saved during an earlier re-encryption (to v2), put back after the
+    # namespace moved on to v3: resuming from it would skip the secrets before its cursor.
+    store = db.open()
+    _interrupted_reencrypt(store, NS, 8)
+    saved = _checkpoint(db, f"reencrypt:{NS}")
+    store.reencrypt(NS)
+    store.rotate_namespace_key(NS)
+    db.script(
+        [
+            (
+                "INSERT INTO kmsbox_jobs (job_id, kind, state, updated_at) VALUES (?, 'reencrypt', ?, ?)",
+                (f"reencrypt:{NS}", saved, time.time()),
+            )
+        ]
+    )
+    report = db.open().reencrypt(NS)
+    assert report.details["checkpoint_discarded"] == "stale"
+    assert {key_version_of(db.blob(NS, f"s{i:02d}", 1)) for i in range(8)} == {3}

@@ -409,7 +409,8 @@ def test_a_chain_cut_back_together_with_its_head_is_found(open_test_store: Opene
     [
         "not json",
         "[]",
-        '{"name": 5, "version": 1, "started": 0}',
+        '{"name": 5, "version": 1, "started": 0.5, "to_version": 2, "seal": "00"}',
+        '{"name": "a", "version": 1, "started": 0.5, "to_version": 2, "seal": "not hex"}',
         '{"name": "a"}',
         '{"name": "a", "version": 99999999999999999999, "started": 0}',
     ],

@@ -4,8 +4,8 @@ Everything that decides access or key choice is stored in plain columns (so the
 database can index and filter it) and sealed here under keys derived from the store's
 audit key, which the KEK wraps. Someone with only database access can neither change
 a sealed row nor make one: a secret row (status, expiry, current version, metadata and
-its row version), a namespace's key state (its key versions with their statuses), and
-an audit chain's head. A *replayed* old row still carries a valid seal: the audit log
+its row version), a namespace's key state (its key versions with their statuses), an
+audit chain's head, and a job's checkpoint (where a resumed job starts). A *replayed* old row still carries a valid seal: the audit log
 records the seal every change left, and ``verify`` (and every put, and every load of a
 namespace's keys) compares the store with it.
 
@@ -27,7 +27,7 @@ SECRET_SEAL_SIZE = 16
 class Seals:
     """Seals and checks rows under keys derived from the store's audit key."""
 
-    __slots__ = ("_head", "_keys", "_secret", "_verified")
+    __slots__ = ("_head", "_job", "_keys", "_secret", "_verified")
 
     def __init__(self, audit_key: bytes) -> None:
         self._secret = HmacSha256(derive_key(audit_key, "kmsbox seal v1: secret row"))
@@ -37,6 +37,7 @@ class Seals:
         self._verified: dict[bytes, tuple[object, ...]] = {}
         self._keys = HmacSha256(derive_key(audit_key, "kmsbox seal v1: namespace key state"))
         self._head = HmacSha256(derive_key(audit_key, "kmsbox seal v1: audit chain head"))
+        self._job = HmacSha256(derive_key(audit_key, "kmsbox seal v1: job checkpoint"))
 
     def __repr__(self) -> str:
         return "Seals(keys=***)"
@@ -98,6 +99,20 @@ class Seals:
         if head.seq == 0 and head.mac == b"" and not head.seal:
             return True
         return constant_time_equal(self.head(head), head.seal)
+
+    # --- job checkpoints ------------------------------------------------------------------------
+
+    def job(self, job_id: str, kind: str, fields: tuple[object, ...]) -> bytes:
+        """The seal of a job checkpoint: the job, its kind and every field it resumes from."""
+        return self._job.digest(fmt.encode_record(b"job", (job_id, kind, fields)))
+
+    def job_ok(self, job_id: str, kind: str, fields: tuple[object, ...], seal: bytes) -> bool:
+        """Whether a job checkpoint is one kmsbox wrote for this job."""
+        try:
+            expected = self.job(job_id, kind, fields)
+        except (TypeError, ValueError, UnicodeEncodeError, RecursionError):
+            return False
+        return constant_time_equal(expected, seal)
 
 
 def _version(row: NamespaceKeyRow) -> int:

@@ -34,6 +34,7 @@ from kmsbox.storage.base import (
     StoredVersion,
 )
 from kmsbox.store.audit import Event
+from kmsbox.store.integrity import Seals
 from kmsbox.store.io import Op, Ports
 from kmsbox.store.jobs import JobReport, Progress
 from kmsbox.store.keyring import ACTIVE, AUDIT_NAMESPACE, COMPROMISED, RETIRED, ROTATING, KeyState
@@ -583,8 +584,6 @@ class KeyMaintenance:
             return counts, job
 
         counts, job = yield io.transact(False, read_job, read=True)
-        resume = None if job is None or job is False else _reencrypt_checkpoint(job.state)
-        discard = job is False or (job is not None and resume is None)
         total = sum(counts.values())
         report.remaining = total
         if dry_run:
@@ -595,12 +594,14 @@ class KeyMaintenance:
         new_key = yield from rt.keyring.key(io, ns, target.version, target)
         started = time.time()
         after: tuple[Any, Any] | None = None
-        if discard:
-            # Starting over is safe, only slower: nothing is lost by re-encrypting twice.
-            report.details["checkpoint_discarded"] = "malformed"
-        elif resume is not None:
-            after, started = resume
-            report.details["resumed_after"] = list(after) if after else None
+        if job is not None:
+            resume = _reencrypt_checkpoint(rt.seals, job_id, target.version, None if job is False else job.state)
+            if isinstance(resume, str):
+                # Starting over is safe, only slower: nothing is lost by re-encrypting twice.
+                report.details["checkpoint_discarded"] = resume
+            else:
+                after, started = resume
+                report.details["resumed_after"] = list(after) if after else None
         walk = VersionWalk(ns, size, after=after)
         who, req = rt.who(None, None)
         while True:
@@ -643,7 +644,7 @@ class KeyMaintenance:
                         # Changed under us (a concurrent rewrap): resume just before it so the
                         # next batch re-reads and re-encrypts it.
                         checkpoint = (v.name, v.version - 1)
-                state_text = json.dumps({"name": checkpoint[0], "version": checkpoint[1], "started": started})
+                state_text = _reencrypt_state(rt.seals, job_id, target.version, checkpoint, started)
                 yield t.tx.put_job(JobRow(job_id, "reencrypt", state_text, time.time()))
                 yield from rt.audit.append(
                     t,
@@ -1060,15 +1061,39 @@ def _with(row: NamespaceKeyRow, status: str, now: float) -> NamespaceKeyRow:
     )
 
 
-def _reencrypt_checkpoint(state: str) -> tuple[tuple[str, int] | None, float] | None:
-    """The cursor and start time of an interrupted re-encryption; None if the stored checkpoint is malformed."""
+def _reencrypt_state(seals: Seals, job_id: str, to_version: int, after: tuple[str, int], started: float) -> str:
+    """A re-encryption's checkpoint, sealed: the database holds it but cannot move it."""
+    fields = (to_version, after[0], after[1], started)
+    seal = seals.job(job_id, "reencrypt", fields)
+    data = {"to_version": to_version, "name": after[0], "version": after[1], "started": started, "seal": seal.hex()}
+    return json.dumps(data)
+
+
+def _reencrypt_checkpoint(
+    seals: Seals, job_id: str, to_version: int, state: str | None
+) -> tuple[tuple[str, int], float] | str:
+    """The cursor and start time of an interrupted re-encryption, or why it is not resumed:
+    ``malformed``, ``unauthenticated`` (not sealed by kmsbox for this job: an edited or
+    copied row would make the job skip secrets) or ``stale`` (it re-encrypted to a key
+    version that is no longer the active one)."""
+    if state is None:
+        return "malformed"
     try:
         data = json.loads(state)
-        name, version, started = data.get("name"), data.get("version"), float(data["started"])
+        name, version, started = data["name"], data["version"], data["started"]
+        target, seal = data["to_version"], bytes.fromhex(data["seal"])
     except (TypeError, ValueError, KeyError, AttributeError, RecursionError):
-        return None
-    if name is None:
-        return None, started
-    if type(name) is not str or type(version) is not int or not 0 <= version <= MAX_COUNT:
-        return None
+        return "malformed"
+    if (
+        type(name) is not str
+        or type(version) is not int
+        or type(target) is not int
+        or type(started) is not float
+        or not 0 <= version <= MAX_COUNT
+    ):
+        return "malformed"
+    if not seals.job_ok(job_id, "reencrypt", (target, name, version, started), seal):
+        return "unauthenticated"
+    if target != to_version:
+        return "stale"
     return (name, version), started
