@@ -23,6 +23,9 @@ pytest_plugins = ["pytester"]
 
 anyio_test = pytest.mark.anyio
 
+# Where pytest-asyncio is installed beside anyio, an inner run without this setting warns.
+_QUIET_ASYNCIO_INI = "[pytest]\nasyncio_default_fixture_loop_scope = function\n"
+
 
 @pytest.fixture
 def anyio_backend() -> str:
@@ -219,6 +222,7 @@ def test_every_store_is_closed_after_the_test_even_a_failed_one(
             """
         )
     )
+    pytester.makeini(_QUIET_ASYNCIO_INI)
     result = pytester.runpytest_inprocess("-p", "no:cacheprovider")
     result.assert_outcomes(passed=1, failed=1)
     for name in ("single", "second", "third", "failed"):
@@ -240,6 +244,7 @@ def test_under_trio_the_fixtures_say_they_need_asyncio(pytester: pytest.Pytester
             pass
         """
     )
+    pytester.makeini(_QUIET_ASYNCIO_INI)
     result = pytester.runpytest_inprocess("-p", "no:cacheprovider")
     result.assert_outcomes(errors=1)
     result.stdout.fnmatch_lines(["*kmsbox_async_store_factory needs an asyncio event loop*anyio_backend*"])
