@@ -138,6 +138,30 @@ def test_context_order_does_not_matter(envelope: Envelope) -> None:
     assert envelope.decrypt(blob, {"b": "2", "a": "1"}) == _PLAINTEXT
 
 
+def test_a_pre_encoded_context_is_the_same_binding_as_the_mapping(envelope: Envelope) -> None:
+    encoded = fmt.encode_context(_CONTEXT)
+    assert envelope.decrypt_encoded(envelope.encrypt(_PLAINTEXT, _CONTEXT), encoded) == _PLAINTEXT
+    assert envelope.decrypt(envelope.encrypt_encoded(_PLAINTEXT, encoded), _CONTEXT) == _PLAINTEXT
+    with pytest.raises(IntegrityError):
+        envelope.decrypt_encoded(envelope.encrypt(_PLAINTEXT, _CONTEXT), fmt.encode_context({"row": "42"}))
+
+
+@pytest.mark.parametrize("context", ["table=payments", {"table": "payments"}, None, 5])
+def test_an_encoded_context_that_is_not_bytes_is_a_type_error_and_costs_no_kek_call(
+    kek_uri: str, context: object
+) -> None:
+    counting = CountingKek(open_kek(kek_uri))
+    envelope = Envelope(counting)
+    with pytest.raises(TypeError):
+        envelope.encrypt_encoded(_PLAINTEXT, context)  # type: ignore[arg-type]
+    assert counting.total == 0
+    blob = envelope.encrypt(_PLAINTEXT, _CONTEXT)
+    with pytest.raises(TypeError):
+        envelope.decrypt_encoded(blob, context)  # type: ignore[arg-type]
+    with pytest.raises(TypeError):
+        Envelope(kek_uri).decrypt_encoded(blob, context)  # type: ignore[arg-type]  # cold: parsed first
+
+
 # --- tampering -------------------------------------------------------------------------------
 
 

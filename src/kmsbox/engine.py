@@ -25,7 +25,7 @@ from kmsbox.errors import IntegrityError, KeyUnavailable
 from kmsbox.kek import KekProvider, WrappedKey, open_kek
 from kmsbox.keys import KeyCache
 
-__all__ = ["DataKeySlot", "Envelope", "EnvelopeCore"]
+__all__ = ["DataKeySlot", "Envelope", "EnvelopeCore", "encoded_context"]
 
 _DATA_KEY_CONTEXT = {"kmsbox:purpose": "engine-data-key"}
 _ENCRYPT_SLOT = ("encrypt",)
@@ -58,12 +58,22 @@ def check_keks(kek: object) -> list[KekProvider]:
     return keks
 
 
-def _check_context(context: object) -> Mapping[str, str] | None:
+def encoded_context(context: object) -> bytes:
+    """A context argument encoded as associated data (TypeError when it is not a mapping of
+    str to str, ValueError for an entry longer than 65,535 bytes)."""
     if context is None or type(context) is dict:
-        return context  # keys and values are checked (TypeError) when the context is encoded
+        return fmt.encode_context_cached(context)  # entries are checked (TypeError) there
     if isinstance(context, Mapping) and all(type(k) is str for k in context):
-        return context  # values are checked (TypeError) when the context is encoded
+        return fmt.encode_context_cached(context)  # values are checked (TypeError) there
     raise TypeError(f"context must be a mapping of str to str, got {type(context).__name__}")
+
+
+def _check_data(data: object, context: object) -> None:
+    # Checked before a data key is made, so a bad call costs no KEK call.
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise TypeError("data must be bytes")
+    if type(context) is not bytes:
+        raise TypeError("an encoded context must be bytes")
 
 
 class EnvelopeCore:
@@ -77,24 +87,19 @@ class EnvelopeCore:
 
     # --- plain steps ------------------------------------------------------------------------
 
-    def seal(self, slot: DataKeySlot, data: bytes | bytearray | memoryview, context: Mapping[str, str] | None) -> bytes:
-        """Encrypt under a cached data key."""
-        if not isinstance(data, (bytes, bytearray, memoryview)):
-            raise TypeError("data must be bytes")
+    def seal(self, slot: DataKeySlot, data: bytes | bytearray | memoryview, aad_context: bytes) -> bytes:
+        """Encrypt under a cached data key, bound to an encoded context."""
         header, aead = slot
-        nonce, ciphertext = aead.seal(bytes(data), header + fmt.encode_context_cached(_check_context(context)))
+        nonce, ciphertext = aead.seal(bytes(data), header + aad_context)
         return header + nonce + ciphertext
 
-    def open_cached(
-        self, blob: bytes, context: Mapping[str, str] | None
-    ) -> tuple[bytes | None, fmt.MessageEnvelope | None]:
-        """Decrypt with a cached data key: ``(plaintext, None)``; or ``(None, envelope)``
-        when the blob's data key is not cached (IntegrityError if the blob is malformed)."""
-        aad_context = fmt.encode_context_cached(_check_context(context))
+    def open_warm(self, blob: bytes, aad_context: bytes) -> bytes | None:
+        """Decrypt with the data key of the last header seen, if it is still cached; None
+        otherwise (then :meth:`open_cold`). The path of every message after the first."""
         end = self._header_len
         if type(blob) is bytes and end and len(blob) >= end + NONCE_SIZE + TAG_SIZE:
-            # Hot path: headers are self-delimiting, so if the first ``end`` bytes equal a
-            # header already verified and cached, they are this blob's header.
+            # Headers are self-delimiting, so if the first ``end`` bytes equal a header
+            # already verified and cached, they are this blob's header.
             header = blob[:end]
             slot = self.cache.get(header)
             if slot is not None:
@@ -102,18 +107,22 @@ class EnvelopeCore:
                 # A large ciphertext goes on as a view: a fresh copy of it costs more (in
                 # page faults) than decrypting it. Small ones are cheaper to slice.
                 body = blob[start:] if len(blob) < _VIEW_FROM else memoryview(blob)[start:]
-                return slot[1].open(blob[end:start], body, header + aad_context), None
+                return slot[1].open(blob[end:start], body, header + aad_context)
+        return None
+
+    def open_cold(self, blob: bytes, aad_context: bytes) -> tuple[bytes | None, fmt.MessageEnvelope]:
+        """Parse a message and decrypt it if its data key is cached: ``(plaintext, envelope)``,
+        or ``(None, envelope)`` when the key must be unwrapped (IntegrityError if malformed)."""
         env = fmt.parse_message(blob)
         slot = self.cache.get(env.header)
         if slot is None:
             return None, env
-        self._header_len = len(env.header)
-        return slot[1].open(env.nonce, env.ciphertext, env.header + aad_context), None
+        return self.open_with(slot, env, aad_context), env
 
-    def open_with(self, slot: DataKeySlot, env: fmt.MessageEnvelope, context: Mapping[str, str] | None) -> bytes:
+    def open_with(self, slot: DataKeySlot, env: fmt.MessageEnvelope, aad_context: bytes) -> bytes:
         """Decrypt a parsed message with its data key."""
         self._header_len = len(env.header)
-        return slot[1].open(env.nonce, env.ciphertext, env.header + fmt.encode_context_cached(_check_context(context)))
+        return slot[1].open(env.nonce, env.ciphertext, env.header + aad_context)
 
     # --- KEK steps (operations) --------------------------------------------------------------
 
@@ -209,14 +218,7 @@ class Envelope:
         Raises TypeError for data that is not bytes or a context that is not a mapping
         of str to str, and ProviderError if the KEK cannot wrap a new data key.
         """
-        core = self._core
-        slot = core.encryption_slot()
-        if slot is None:
-            if not isinstance(data, (bytes, bytearray, memoryview)):
-                raise TypeError("data must be bytes")
-            _check_context(context)
-            slot = _run(core.new_data_key(_Direct))
-        return core.seal(slot, data, context)
+        return self.encrypt_encoded(data, encoded_context(context))
 
     def decrypt(self, blob: bytes, context: Mapping[str, str] | None = None) -> bytes:
         """Decrypt a message made by :meth:`encrypt`.
@@ -225,9 +227,26 @@ class Envelope:
         KeyUnavailable when the KEK version that wrapped it is gone; TypeError for a
         context that is not a mapping of str to str.
         """
+        return self.decrypt_encoded(blob, encoded_context(context))
+
+    def encrypt_encoded(self, data: bytes, context: bytes) -> bytes:
+        """:meth:`encrypt` with the context already encoded by
+        :func:`kmsbox.format.encode_context` (for callers that build one per row, such as
+        the ORM columns, where encoding is a large part of the cost of a small value)."""
+        _check_data(data, context)
         core = self._core
-        plaintext, env = core.open_cached(blob, context)
-        if env is None:
-            assert plaintext is not None
-            return plaintext
-        return core.open_with(_run(core.unwrap(_Direct, env)), env, context)
+        slot = core.encryption_slot()
+        if slot is None:
+            slot = _run(core.new_data_key(_Direct))
+        return core.seal(slot, data, context)
+
+    def decrypt_encoded(self, blob: bytes, context: bytes) -> bytes:
+        """:meth:`decrypt` with the context already encoded by :func:`kmsbox.format.encode_context`
+        (a context that is not bytes is a TypeError when it is joined to the header)."""
+        core = self._core
+        plaintext = core.open_warm(blob, context)
+        if plaintext is None:
+            plaintext, env = core.open_cold(blob, context)
+            if plaintext is None:
+                plaintext = core.open_with(_run(core.unwrap(_Direct, env)), env, context)
+        return plaintext

@@ -23,7 +23,7 @@ __all__ = ["CacheStats", "KeyCache", "open_secret", "rewrap_secret", "seal_secre
 V = TypeVar("V")
 
 
-@dataclass
+@dataclass(slots=True)
 class CacheStats:
     """Counters of a :class:`KeyCache`."""
 
@@ -32,7 +32,7 @@ class CacheStats:
     evictions: int = 0
 
 
-@dataclass
+@dataclass(slots=True)  # read on every cached encryption and decryption
 class _Entry(Generic[V]):
     value: V
     expires: float  # on the cache's clock
@@ -62,7 +62,8 @@ class KeyCache(Generic[V]):
         self._clock = clock
         self._entries: OrderedDict[Hashable, _Entry[V]] = OrderedDict()
         self._lock = threading.Lock()
-        self.stats = CacheStats()
+        # Counted on the cache itself: a hit is on every cached encryption and decryption.
+        self._hits = self._misses = self._evictions = 0
 
     def __repr__(self) -> str:
         return f"KeyCache(entries={len(self._entries)}, max_age={self.max_age}, max_uses={self.max_uses}, max_entries={self.max_entries})"
@@ -74,24 +75,27 @@ class KeyCache(Generic[V]):
         # An empty cache is still a cache: `cache or KeyCache()` must keep the caller's.
         return True
 
+    @property
+    def stats(self) -> CacheStats:
+        """Hits, misses and evictions so far (a snapshot)."""
+        return CacheStats(self._hits, self._misses, self._evictions)
+
     def get(self, key: Hashable) -> V | None:
         """Return the cached value and count one use, or None on a miss."""
         # Lock-free hit path (a dict read is atomic under the GIL); the lock guards
         # eviction and insertion. Entries leave in insertion order when full.
         entry = self._entries.get(key)
-        if entry is None:
-            self.stats.misses += 1
-            return None
-        if entry.uses >= self.max_uses or self._clock() >= entry.expires:
+        if entry is not None and entry.uses < self.max_uses and self._clock() < entry.expires:
+            entry.uses += 1
+            self._hits += 1
+            return entry.value
+        if entry is not None:
             with self._lock:
                 if self._entries.get(key) is entry:
                     del self._entries[key]
-                    self.stats.evictions += 1
-            self.stats.misses += 1
-            return None
-        entry.uses += 1
-        self.stats.hits += 1
-        return entry.value
+                    self._evictions += 1
+        self._misses += 1
+        return None
 
     def put(self, key: Hashable, value: V) -> V:
         """Cache ``value`` under ``key`` (evicting the oldest entries if full)."""
@@ -100,7 +104,7 @@ class KeyCache(Generic[V]):
             self._entries.move_to_end(key)
             while len(self._entries) > self.max_entries:
                 self._entries.popitem(last=False)
-                self.stats.evictions += 1
+                self._evictions += 1
         return value
 
     def invalidate(self, key: Hashable) -> None:

@@ -8,6 +8,8 @@ import uuid
 
 import pytest
 from cryptography.fernet import Fernet
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from kmsbox_orm import (
     BlindIndexSpec,
     ColumnEncryption,
@@ -26,6 +28,10 @@ from kmsbox_orm import (
 from kmsbox_orm.message import read_header
 
 import kmsbox
+from kmsbox.testing.fake_kek import FakeKek
+
+# An in-memory KEK for the hypothesis test (function-scoped fixtures do not mix with @given).
+_HYPOTHESIS_KEK = FakeKek("orm-contexts")
 
 
 @pytest.fixture
@@ -80,6 +86,39 @@ def test_stored_forms_binding_and_state(encryption: ColumnEncryption) -> None:
     header = read_header(bytes(sealed.stored))  # type: ignore[arg-type]
     assert header.kek_version == "v1" and "wrapped_key=<" in repr(header)
     assert "v" not in repr(sealed).replace("bytes", "")
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    table=st.text(min_size=1, max_size=20),
+    column=st.text(min_size=1, max_size=20),
+    scope=st.one_of(st.none(), st.text(min_size=1, max_size=20)),
+    row=st.text(max_size=40),
+)
+def test_a_columns_encoded_context_is_the_engines_encoding_of_its_context(
+    table: str, column: str, scope: str | None, row: str
+) -> None:
+    # The column builds the associated data from fixed parts (the hot path); it must be
+    # byte for byte what the engine makes of the mapping, or old rows stop decrypting.
+    encryption = ColumnEncryption(_HYPOTHESIS_KEK, scope=scope)
+    encrypted = EncryptedColumn(table, column, codec_for("text"), encryption)
+    try:
+        expected = kmsbox.format.encode_context(encrypted.context(row))
+    except ValueError:  # a lone surrogate (UnicodeEncodeError) is refused by both
+        with pytest.raises(ValueError):
+            encrypted.encoded_context(row)
+        return
+    assert encrypted.encoded_context(row) == expected
+
+
+def test_a_row_identifier_that_is_not_text_or_too_long_is_refused(encryption: ColumnEncryption) -> None:
+    encrypted = EncryptedColumn("t", "c", codec_for("text"), encryption)
+    stored = encrypted.seal("v", "1").stored
+    for row in (1, b"1", None):
+        with pytest.raises(TypeError):
+            encrypted.open(stored, row)  # type: ignore[arg-type]
+    with pytest.raises(ValueError):
+        encrypted.open(stored, "x" * 70_000)
 
 
 def test_header_verdict_follows_the_primary_kek(monkeypatch: pytest.MonkeyPatch) -> None:

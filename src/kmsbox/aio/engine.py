@@ -15,7 +15,7 @@ from typing import Any
 
 from kmsbox.aio.kek import AsyncKekProvider, async_kek
 from kmsbox.aio.ports import drive
-from kmsbox.engine import DataKeySlot, EnvelopeCore, check_keks
+from kmsbox.engine import DataKeySlot, EnvelopeCore, check_keks, encoded_context
 from kmsbox.kek import KekProvider
 from kmsbox.keys import KeyCache
 
@@ -79,23 +79,27 @@ class Envelope:
 
     async def encrypt(self, data: bytes, context: Mapping[str, str] | None = None) -> bytes:
         """See :meth:`kmsbox.Envelope.encrypt`."""
+        aad_context = encoded_context(context)
+        if not isinstance(data, (bytes, bytearray, memoryview)):
+            raise TypeError("data must be bytes")
         core = self._core
         slot = core.encryption_slot()
         if slot is None:
-            if not isinstance(data, (bytes, bytearray, memoryview)):
-                raise TypeError("data must be bytes")
             slot = await self._flight(("encrypt",), lambda: core.new_data_key(self._ports))
-        return core.seal(slot, data, context)
+        return core.seal(slot, data, aad_context)
 
     async def decrypt(self, blob: bytes, context: Mapping[str, str] | None = None) -> bytes:
         """See :meth:`kmsbox.Envelope.decrypt`."""
+        aad_context = encoded_context(context)
         core = self._core
-        plaintext, env = core.open_cached(blob, context)
-        if env is None:
-            assert plaintext is not None
+        plaintext = core.open_warm(blob, aad_context)
+        if plaintext is not None:
+            return plaintext
+        plaintext, env = core.open_cold(blob, aad_context)
+        if plaintext is not None:
             return plaintext
         slot = await self._flight(("decrypt", env.header), lambda: core.unwrap(self._ports, env))
-        return core.open_with(slot, env, context)
+        return core.open_with(slot, env, aad_context)
 
     async def aclose(self) -> None:
         """Release the thread pool (when it is this envelope's own)."""

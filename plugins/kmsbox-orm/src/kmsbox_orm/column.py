@@ -13,6 +13,7 @@ import binascii
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from kmsbox.engine import Envelope
 from kmsbox.errors import IntegrityError
 from kmsbox_orm.codecs import ValueCodec
 from kmsbox_orm.context import CONTEXT_KEY, column_prefix
@@ -62,6 +63,9 @@ class EncryptedColumn:
     stored_as: StoredAs = "binary"
     legacy: LegacyFormat | None = None
     _prefix: str = field(init=False, repr=False, default="")
+    _aad_head: bytes = field(init=False, repr=False, default=b"")
+    _aad_prefix: bytes = field(init=False, repr=False, default=b"")
+    _envelope: Envelope = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         if self.stored_as not in ("binary", "text"):
@@ -71,10 +75,26 @@ class EncryptedColumn:
                 raise ValueError(f"{label} name must be a non-empty string")
         # Computed once: the per-value context is this prefix and the row id.
         object.__setattr__(self, "_prefix", column_prefix(self.table, self.column, self.encryption.scope))
+        # The fixed parts of encode_context({CONTEXT_KEY: prefix + row}): one entry, its key.
+        key = CONTEXT_KEY.encode("utf-8")
+        object.__setattr__(self, "_aad_head", b"\x00\x01" + len(key).to_bytes(2, "big") + key)
+        object.__setattr__(self, "_aad_prefix", self._prefix.encode("utf-8"))
+        object.__setattr__(self, "_envelope", self.encryption.envelope)
 
     def context(self, row: str) -> dict[str, str]:
         """The engine context of this column's value in ``row`` (see kmsbox_orm.context)."""
         return {CONTEXT_KEY: self._prefix + row}
+
+    def encoded_context(self, row: str) -> bytes:
+        """``kmsbox.format.encode_context(self.context(row))``, built from its fixed parts:
+        encoding a new one-entry mapping per row is a large part of the cost of a small value."""
+        if type(row) is not str:
+            raise TypeError("a row identifier must be str")
+        tail = row.encode("utf-8")
+        size = len(self._aad_prefix) + len(tail)
+        if size > 0xFFFF:
+            raise ValueError("a context key or value is longer than 65535 bytes")
+        return self._aad_head + size.to_bytes(2, "big") + self._aad_prefix + tail
 
     def seal(self, value: Any, row: str) -> Sealed:
         """Encrypt ``value`` for ``row`` (WrongValueType, ValueTooLarge or ProviderError; nothing is written)."""
@@ -82,7 +102,7 @@ class EncryptedColumn:
 
     def seal_plaintext(self, data: bytes, row: str) -> Sealed:
         """Encrypt already-encoded plaintext for ``row``."""
-        blob = self.encryption.envelope.encrypt(data, {CONTEXT_KEY: self._prefix + row})
+        blob = self._envelope.encrypt_encoded(data, self.encoded_context(row))
         if self.stored_as == "text":
             return Sealed(TEXT_PREFIX + base64.b64encode(blob).decode("ascii"))
         return Sealed(blob)
@@ -107,10 +127,10 @@ class EncryptedColumn:
         """
         if type(stored) is bytes and stored[:4] == ENGINE_MAGIC:
             # The common case (a binary column in the kmsbox form), without the general checks below.
-            return self.codec.decode(self.encryption.envelope.decrypt(stored, {CONTEXT_KEY: self._prefix + row}))
+            return self.codec.decode(self._envelope.decrypt_encoded(stored, self.encoded_context(row)))
         message = self.message(stored)
         if message is not None:
-            return self.codec.decode(self.encryption.decrypt(message, self.context(row)))
+            return self.codec.decode(self._envelope.decrypt_encoded(message, self.encoded_context(row)))
         return self.codec.coerce_legacy(self.open_legacy(stored))
 
     def open_legacy(self, stored: bytes | str | memoryview) -> Any:

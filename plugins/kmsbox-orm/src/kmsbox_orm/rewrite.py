@@ -345,7 +345,7 @@ class RewriteJob:
         if message is None:
             value = column.codec.coerce_legacy(column.open_legacy(stored))
             return column.codec.encode(value), value
-        plaintext = column.encryption.decrypt(message, column.context(rid))
+        plaintext = column.encryption.envelope.decrypt_encoded(message, column.encoded_context(rid))
         return plaintext, column.codec.decode(plaintext) if decode else None
 
 
