@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import LoopThread, SyncView
+from aio_helpers import LoopThread, SyncView
 
 import kmsbox.aio
 from kmsbox.testing.store_conformance import SecretStoreConformance
