@@ -30,6 +30,9 @@ StoredState = Literal["current", "old-kek", "legacy"]
 TEXT_PREFIX = "kb1:"
 
 
+_LEADS = 64  # row-id lengths remembered per column
+
+
 class Sealed:
     """A stored (encrypted) column value as the database holds it; never shows its bytes.
 
@@ -66,6 +69,8 @@ class EncryptedColumn:
     _aad_head: bytes = field(init=False, repr=False, default=b"")
     _aad_prefix: bytes = field(init=False, repr=False, default=b"")
     _envelope: Envelope = field(init=False, repr=False)
+    # Everything before the row id, by the row id's length in bytes (few lengths occur).
+    _aad_leads: dict[int, bytes] = field(init=False, repr=False, default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.stored_as not in ("binary", "text"):
@@ -91,10 +96,15 @@ class EncryptedColumn:
         if type(row) is not str:
             raise TypeError("a row identifier must be str")
         tail = row.encode("utf-8")
-        size = len(self._aad_prefix) + len(tail)
-        if size > 0xFFFF:
-            raise ValueError("a context key or value is longer than 65535 bytes")
-        return self._aad_head + size.to_bytes(2, "big") + self._aad_prefix + tail
+        lead = self._aad_leads.get(len(tail))
+        if lead is None:
+            size = len(self._aad_prefix) + len(tail)
+            if size > 0xFFFF:
+                raise ValueError("a context key or value is longer than 65535 bytes")
+            lead = self._aad_head + size.to_bytes(2, "big") + self._aad_prefix
+            if len(self._aad_leads) < _LEADS:
+                self._aad_leads[len(tail)] = lead
+        return lead + tail
 
     def seal(self, value: Any, row: str) -> Sealed:
         """Encrypt ``value`` for ``row`` (WrongValueType, ValueTooLarge or ProviderError; nothing is written)."""
