@@ -9,12 +9,17 @@ from kmsbox.hookspecs import hookimpl
 __all__ = ["register_fake_servers", "register_kek_providers"]
 
 
+def _open_aws_kms_kek(uri: str) -> Any:
+    # boto3 loads only when an AWS key is used, not with the plugin.
+    from kmsbox_aws.provider import open_aws_kms_kek
+
+    return open_aws_kms_kek(uri)
+
+
 @hookimpl
 def register_kek_providers(register: Any) -> None:
     """Register the ``aws-kms://`` scheme."""
-    from kmsbox_aws.provider import open_aws_kms_kek
-
-    register("aws-kms", open_aws_kms_kek, "AWS KMS key or alias (boto3)")
+    register("aws-kms", _open_aws_kms_kek, "AWS KMS key or alias (boto3)")
 
 
 @hookimpl

@@ -13,24 +13,29 @@
 See docs/orm.md.
 """
 
-from kmsbox_orm import (
-    Blind,
-    DjangoCryptographyFormat,
-    FernetFieldsFormat,
-    RewriteReport,
-    Sealed,
-    SqlalchemyUtilsFormat,
-    ValueTooLarge,
-    WrongValueType,
-    blind,
-)
-from kmsbox_orm.rewrite import ColumnScan
+from __future__ import annotations
 
-from kmsbox_sqlalchemy import events as _events  # noqa: F401 - registers the mapper events
-from kmsbox_sqlalchemy.config import EncryptionConfig, configure, get_default, reset_default
-from kmsbox_sqlalchemy.jobs import rewrite_column, scan_column
-from kmsbox_sqlalchemy.schema import create_tables, metadata
-from kmsbox_sqlalchemy.types import BlindIndex, Encrypted
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from kmsbox_orm import (
+        Blind,
+        DjangoCryptographyFormat,
+        FernetFieldsFormat,
+        RewriteReport,
+        Sealed,
+        SqlalchemyUtilsFormat,
+        ValueTooLarge,
+        WrongValueType,
+        blind,
+    )
+    from kmsbox_orm.rewrite import ColumnScan
+
+    from kmsbox_sqlalchemy.config import EncryptionConfig, configure, get_default, reset_default
+    from kmsbox_sqlalchemy.jobs import rewrite_column, scan_column
+    from kmsbox_sqlalchemy.schema import create_tables, metadata
+    from kmsbox_sqlalchemy.types import BlindIndex, Encrypted
 
 __all__ = [
     "Encrypted",
@@ -54,3 +59,35 @@ __all__ = [
     "ValueTooLarge",
     "WrongValueType",
 ]
+
+# Loaded on first use, so that loading the plugin (every kmsbox process does, for its
+# commands) does not import SQLAlchemy: it would more than double the heap a full garbage
+# collection walks, in services that never use it.
+_HOMES = {
+    "Blind": "kmsbox_orm",
+    "DjangoCryptographyFormat": "kmsbox_orm",
+    "FernetFieldsFormat": "kmsbox_orm",
+    "RewriteReport": "kmsbox_orm",
+    "Sealed": "kmsbox_orm",
+    "SqlalchemyUtilsFormat": "kmsbox_orm",
+    "ValueTooLarge": "kmsbox_orm",
+    "WrongValueType": "kmsbox_orm",
+    "blind": "kmsbox_orm",
+    "ColumnScan": "kmsbox_orm.rewrite",
+    "EncryptionConfig": "kmsbox_sqlalchemy.config",
+    "configure": "kmsbox_sqlalchemy.config",
+    "get_default": "kmsbox_sqlalchemy.config",
+    "reset_default": "kmsbox_sqlalchemy.config",
+    "rewrite_column": "kmsbox_sqlalchemy.jobs",
+    "scan_column": "kmsbox_sqlalchemy.jobs",
+    "create_tables": "kmsbox_sqlalchemy.schema",
+    "metadata": "kmsbox_sqlalchemy.schema",
+    "BlindIndex": "kmsbox_sqlalchemy.types",
+    "Encrypted": "kmsbox_sqlalchemy.types",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _HOMES:
+        return getattr(importlib.import_module(_HOMES[name]), name)
+    raise AttributeError(f"module 'kmsbox_sqlalchemy' has no attribute {name!r}")

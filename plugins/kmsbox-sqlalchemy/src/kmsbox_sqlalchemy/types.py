@@ -227,3 +227,8 @@ def blind_index_names(metadata: MetaData) -> list[str]:
             if isinstance(column.type, BlindIndex):
                 names.append(column.type.spec(table.fullname).name)
     return names
+
+
+# The mapper events that seal and open these columns, registered with the types however
+# they are imported (events imports this module's names, so it comes last).
+from kmsbox_sqlalchemy import events as _events  # noqa: E402, F401

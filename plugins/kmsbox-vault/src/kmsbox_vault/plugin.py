@@ -9,17 +9,26 @@ from kmsbox.hookspecs import hookimpl
 __all__ = ["register_fake_servers", "register_kek_providers"]
 
 
+def _open_vault_kek(uri: str) -> Any:
+    # hvac (with requests) loads only when a Vault key is used, not with the plugin.
+    from kmsbox_vault.provider import open_vault_kek
+
+    return open_vault_kek(uri)
+
+
+def _start_vault_fake(**options: Any) -> Any:
+    from kmsbox_vault.fake import start_vault_fake
+
+    return start_vault_fake(**options)
+
+
 @hookimpl
 def register_kek_providers(register: Any) -> None:
     """Register ``hcvault://HOST:PORT/MOUNT/keys/NAME``."""
-    from kmsbox_vault.provider import open_vault_kek
-
-    register("hcvault", open_vault_kek, "HashiCorp Vault transit key (hvac)")
+    register("hcvault", _open_vault_kek, "HashiCorp Vault transit key (hvac)")
 
 
 @hookimpl
 def register_fake_servers(register: Any) -> None:
     """Register the local fake of Vault's transit engine as ``vault``."""
-    from kmsbox_vault.fake import start_vault_fake
-
-    register("vault", start_vault_fake, "HTTP fake of HashiCorp Vault's transit secrets engine")
+    register("vault", _start_vault_fake, "HTTP fake of HashiCorp Vault's transit secrets engine")
