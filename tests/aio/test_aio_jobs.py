@@ -197,3 +197,30 @@ async def test_many_ready_tasks_share_the_loop_with_its_timers(bulk_url: str, ke
         # 1,000 audited reads are far more than one slice of a turn: the timer ran between them.
         assert meter.ticks >= 5
         assert meter.worst < WORST_STALL
+
+
+async def test_tasks_past_the_slice_wait_in_line_instead_of_being_stepped_every_turn(
+    bulk_url: str, kek_uri: str
+) -> None:
+    # Tasks that found the slice used up used to yield and retry: each was stepped again in
+    # every turn until its own came (about 70 loop callbacks per read for 1,000 reads,
+    # which alone filled turns). Queued, each is woken once it is admitted.
+    store = await kmsbox.aio.open_store(bulk_url, kek=kek_uri)
+    async with store:
+        await store.get("k00000", namespace="bulk")
+        loop = asyncio.get_running_loop()
+        scheduled = 0
+        call_soon = loop.call_soon
+
+        def counting(*args: Any, **kwargs: Any) -> Any:
+            nonlocal scheduled
+            scheduled += 1
+            return call_soon(*args, **kwargs)
+
+        loop.call_soon = counting  # type: ignore[method-assign]
+        try:
+            secrets = await asyncio.gather(*[store.get(f"k{i:05d}", namespace="bulk") for i in range(1000)])
+        finally:
+            loop.call_soon = call_soon  # type: ignore[method-assign]
+        assert [s.value for s in secrets] == [f"v{i}" for i in range(1000)]
+        assert scheduled < 10 * 1000

@@ -29,6 +29,7 @@ during a step on the pool is closed once that step ends, before its next transac
 from __future__ import annotations
 
 import asyncio
+import collections
 import concurrent.futures
 import contextvars
 import functools
@@ -158,28 +159,57 @@ def on_loop(fn: Callable[..., T] | None, loop: asyncio.AbstractEventLoop) -> Cal
 
 
 #: Seconds of transactions on the loop's thread in one turn of the loop, after which the
-#: next one waits for the loop to poll and run its timers (a turn that wakes a thousand
-#: tasks at once runs their transactions a slice at a time, not all in one go).
+#: next ones wait for a later turn (a turn that wakes a thousand tasks at once runs their
+#: transactions a slice at a time, not all in one go).
 LOOP_SLICE = 0.002
 
 
 class LoopSlice:
     """The share of one turn of the event loop that on-loop transactions may take.
 
-    The first transaction of a turn opens a slice and schedules its end with
-    ``loop.call_soon`` (which runs in the next turn, after the loop has polled). Once the
-    slice is older than :data:`LOOP_SLICE`, :meth:`spent` says so until it ends: the task
-    then yields (``await asyncio.sleep(0)``) and runs in a later turn. A task whose
-    transactions never suspend (a warm read) so yields at most once per slice.
+    The first transaction of a turn opens a slice (its end is scheduled with
+    ``loop.call_soon``, which runs in the next turn, after the loop has polled and run its
+    timers). Once the slice is older than :data:`LOOP_SLICE`, a task that wants a
+    transaction queues (first come, first served) and an admitter wakes, once a turn, as
+    many queued tasks as fit in a slice at the measured cost of a transaction; one woken
+    into a turn whose slice is already used up goes back to the head of the queue. Tasks
+    that only yielded and retried would each be stepped again every turn: with a thousand
+    of them that alone filled a turn.
     """
 
-    __slots__ = ("_started",)
+    __slots__ = ("_admitting", "_cost", "_started", "_waiting")
 
     def __init__(self) -> None:
         self._started: float | None = None
+        self._waiting: collections.deque[asyncio.Future[None]] = collections.deque()
+        self._admitting = False
+        self._cost = 0.0001  # seconds per on-loop transaction, a moving average
 
-    def spent(self) -> bool:
-        """Whether the current slice is used up (opening one when there is none)."""
+    async def enter(self) -> None:
+        """Return at once while this turn's slice has room and no task is queued; otherwise
+        wait for a turn that admits this task."""
+        if not self._waiting and not self._spent():
+            return
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[None] = loop.create_future()
+        self._waiting.append(waiter)
+        while True:
+            if not self._admitting:
+                self._admitting = True
+                loop.call_soon(self._admit)
+            await waiter
+            if not self._spent():
+                return
+            # Admitted into a turn whose slice the tasks admitted before it used up: first
+            # in line for the next turn.
+            waiter = loop.create_future()
+            self._waiting.appendleft(waiter)
+
+    def took(self, seconds: float) -> None:
+        """Record how long an on-loop transaction took."""
+        self._cost += (seconds - self._cost) * 0.125
+
+    def _spent(self) -> bool:
         now = time.perf_counter()
         if self._started is None:
             self._started = now
@@ -189,6 +219,20 @@ class LoopSlice:
 
     def _end(self) -> None:
         self._started = None
+
+    def _admit(self) -> None:
+        # Once a turn while tasks queue: wake as many as fit in a slice (at least one); they
+        # run in the next turn, before this is called again.
+        room = max(1, int(LOOP_SLICE / max(self._cost, 1e-6)))
+        while room and self._waiting:
+            waiter = self._waiting.popleft()
+            if not waiter.done():  # a cancelled task's waiter is skipped
+                waiter.set_result(None)
+                room -= 1
+        if self._waiting:
+            asyncio.get_running_loop().call_soon(self._admit)
+        else:
+            self._admitting = False
 
 
 class AsyncPorts:
@@ -241,14 +285,16 @@ class AsyncPorts:
                     ports.aborted()
                     raise
         if not off_loop and not self._blocking_sinks() and (self._memory or self._nowait):
-            while self._slice.spent():
-                await asyncio.sleep(0)  # let the loop poll and run its timers first
+            await self._slice.enter()
             if self._memory:
                 return self.sync.transact_once(write, body)
+            started = time.perf_counter()
             try:
                 return self._on_loop(write, body)
             except WouldBlock:
                 pass  # another writer holds the lock: wait for it off the loop
+            finally:
+                self._slice.took(time.perf_counter() - started)
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self.executor, self.sync.transact_once, write, body)
 
