@@ -42,6 +42,10 @@ from kmsbox.store.values import DEFAULT_MAX_VALUE_SIZE
 __all__ = ["RecentNames", "StoreRuntime", "StoreSettings"]
 
 _RECENT_NAMES = 16384
+#: The first schema whose rows are sealed: the schema marker records it. A store whose
+#: marker is older is sealed once, on first use; later schema changes never seal again
+#: (that would bless a row an attacker left unsealed).
+FIRST_SEALED_SCHEMA = 3
 _BATCH = 500
 
 
@@ -152,7 +156,7 @@ class StoreRuntime:
             # rows as they are would seal whatever the attacker left in them.
             if not (yield from self._written_by_sealing_release(io)):
                 yield from self._seal_older_rows(io)
-        elif marker.row_version < SCHEMA_VERSION:
+        elif marker.row_version < FIRST_SEALED_SCHEMA:
             yield from self._seal_older_rows(io)
         state = yield from self.keyring.state(io, AUDIT_NAMESPACE, fresh=True)
         if state is None:
@@ -255,7 +259,7 @@ class StoreRuntime:
                             namespace=STORE_NAMESPACE,
                             name=SCHEMA_MARKER,
                             detail={"schema": SCHEMA_VERSION, "sealed": sealed},
-                            row_version=SCHEMA_VERSION,
+                            row_version=FIRST_SEALED_SCHEMA,
                         )
                     ],
                 )

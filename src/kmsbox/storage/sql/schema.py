@@ -249,6 +249,42 @@ MIGRATIONS: list[list[Statement]] = [
         """CREATE INDEX kmsbox_audit_states ON kmsbox_audit_events (namespace, name, row_version)
             WHERE row_version IS NOT NULL""",
     ],
+    # 4: on PostgreSQL, the text columns that order walks and locks compare byte by byte
+    # (the "C" collation), whatever the database's default. Python's str order is the
+    # same, so a merge of two walks in Python (verify), a cursor compared in Python and
+    # a lock order sorted in Python agree with the database. Under a linguistic
+    # collation (en_US, ICU) "A/c" sorts between "a/b" and "a1", and verify reported
+    # secrets that are there as gone. SQLite compares text byte by byte already.
+    [
+        (
+            "postgres",
+            'ALTER TABLE kmsbox_secrets ALTER COLUMN namespace TYPE TEXT COLLATE "C", '
+            'ALTER COLUMN name TYPE TEXT COLLATE "C"',
+        ),
+        (
+            "postgres",
+            'ALTER TABLE kmsbox_secret_history ALTER COLUMN namespace TYPE TEXT COLLATE "C", '
+            'ALTER COLUMN name TYPE TEXT COLLATE "C"',
+        ),
+        (
+            "postgres",
+            'ALTER TABLE kmsbox_secret_access ALTER COLUMN namespace TYPE TEXT COLLATE "C", '
+            'ALTER COLUMN name TYPE TEXT COLLATE "C"',
+        ),
+        ("postgres", 'ALTER TABLE kmsbox_namespaces ALTER COLUMN namespace TYPE TEXT COLLATE "C"'),
+        ("postgres", 'ALTER TABLE kmsbox_namespace_keys ALTER COLUMN namespace TYPE TEXT COLLATE "C"'),
+        (
+            "postgres",
+            'ALTER TABLE kmsbox_namespace_key_wraps ALTER COLUMN namespace TYPE TEXT COLLATE "C", '
+            'ALTER COLUMN kek_uri TYPE TEXT COLLATE "C"',
+        ),
+        (
+            "postgres",
+            'ALTER TABLE kmsbox_audit_events ALTER COLUMN namespace TYPE TEXT COLLATE "C", '
+            'ALTER COLUMN name TYPE TEXT COLLATE "C"',
+        ),
+        ("postgres", 'ALTER TABLE kmsbox_jobs ALTER COLUMN job_id TYPE TEXT COLLATE "C"'),
+    ],
 ]
 
 #: The schema version this code writes and understands.

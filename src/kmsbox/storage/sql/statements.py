@@ -378,10 +378,12 @@ class SqlStatements:
                 sql = f"SELECT {_SECRET} FROM kmsbox_secrets s WHERE s.namespace = ? AND s.name > ?"
                 params: list[Any] = [namespace, cursor[1]]
             elif namespace is not None:
-                # A cursor of another namespace comes before or after all of this one, by the
-                # engine's collation (the one the listing is ordered by).
-                sql = f"SELECT {_SECRET} FROM kmsbox_secrets s WHERE s.namespace = ? AND ? > ?"
-                params = [namespace, namespace, cursor[0]]
+                # A cursor of another namespace comes before or after all of this one. Key
+                # columns compare byte by byte (schema 4 on PostgreSQL), as Python's str does.
+                if namespace < cursor[0]:
+                    return out
+                sql = f"SELECT {_SECRET} FROM kmsbox_secrets s WHERE s.namespace = ?"
+                params = [namespace]
             else:
                 sql = f"SELECT {_SECRET} FROM kmsbox_secrets s WHERE (s.namespace, s.name) > (?, ?)"
                 params = [*cursor]
