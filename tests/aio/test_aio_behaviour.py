@@ -287,3 +287,41 @@ async def test_the_async_envelope_reads_what_the_sync_one_wrote(kek_uri: str) ->
     with pytest.raises(TypeError):
         await envelope.encrypt("text", {"row": "1"})  # type: ignore[arg-type]
     await envelope.aclose()
+
+
+@pytest.mark.postgres
+async def test_connections_bound_the_native_pool_and_bad_values_are_refused(
+    kek_uri: str, postgres_url: str, postgres_server_url: str
+) -> None:
+    import psycopg
+
+    tag = f"kmsbox-pool-{time.monotonic_ns()}"
+    url = f"{postgres_url}&application_name={tag}"
+    seen: list[int] = []
+
+    async def sample(stop: asyncio.Event) -> None:
+        async with await psycopg.AsyncConnection.connect(postgres_server_url, autocommit=True) as admin:
+            while not stop.is_set():
+                row = await (
+                    await admin.execute("SELECT count(*) FROM pg_stat_activity WHERE application_name = %s", (tag,))
+                ).fetchone()
+                assert row is not None
+                seen.append(int(row[0]))
+                await asyncio.sleep(0.005)
+
+    store = await kmsbox.aio.open_store(url, kek=kek_uri, connections=2)
+    async with store:
+        for i in range(40):
+            await store.put(f"s{i}", f"v{i}", namespace="pool")
+        stop = asyncio.Event()
+        sampler = asyncio.ensure_future(sample(stop))
+        for _ in range(5):
+            secrets = await asyncio.gather(*(store.get(f"s{i}", namespace="pool") for i in range(40)))
+            assert [s.value for s in secrets] == [f"v{i}" for i in range(40)]
+        stop.set()
+        await sampler
+    # The sync backend that opened the store keeps one connection of its own.
+    assert seen and max(seen) <= 3, seen
+    for bad, error in ((0, ValueError), (1001, ValueError), (2.0, TypeError), ("2", TypeError), (True, TypeError)):
+        with pytest.raises(error, match="connections"):
+            await kmsbox.aio.open_store(url, kek=kek_uri, connections=bad)  # type: ignore[arg-type]

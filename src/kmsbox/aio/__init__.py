@@ -24,6 +24,7 @@ from kmsbox.aio.store import AsyncSecretStore
 from kmsbox.errors import KmsboxError
 from kmsbox.kek import KekProvider
 from kmsbox.keys import KeyCache
+from kmsbox.storage.sql.aio import check_connections
 from kmsbox.store.config import opening_error, prepare_store
 from kmsbox.store.runtime import StoreRuntime
 
@@ -52,14 +53,21 @@ async def open_store(
     audit_chains: int | None = None,
     audit_sinks: Sequence[str] | None = None,
     executor: ThreadPoolExecutor | None = None,
+    connections: int | None = None,
 ) -> AsyncSecretStore:
     """Open an :class:`AsyncSecretStore` (the arguments and errors of :func:`kmsbox.open_store`).
 
     ``executor`` is the bounded thread pool for what cannot be awaited natively (a sync
     KEK provider's calls, a SQLite write that must wait for the lock); by default the
     store makes one of :data:`DEFAULT_WORKERS` threads and shuts it down at ``close()``.
-    Opening (settings, schema migration, the audit key's unwrap) runs off the loop too.
+    ``connections`` bounds the database connections a backend awaited natively
+    (PostgreSQL) keeps open, 1 to 1,000 (default
+    :data:`kmsbox.storage.sql.aio.DEFAULT_POOL_SIZE`); tasks beyond it wait their turn.
+    TypeError or ValueError for another value. Opening (settings, schema migration, the
+    audit key's unwrap) runs off the loop too.
     """
+    if connections is not None:
+        check_connections(connections)
     own = executor is None
     pool = executor or ThreadPoolExecutor(max_workers=DEFAULT_WORKERS, thread_name_prefix="kmsbox-aio")
     loop = asyncio.get_running_loop()
@@ -88,7 +96,7 @@ async def open_store(
         settings=prepared.runtime_settings,
         sinks=prepared.sinks,
     )
-    store = AsyncSecretStore(runtime, pool, own_executor=own)
+    store = AsyncSecretStore(runtime, pool, own_executor=own, connections=connections)
     try:
         await store._open()
     except BaseException as exc:

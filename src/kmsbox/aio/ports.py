@@ -238,12 +238,23 @@ class LoopSlice:
 class AsyncPorts:
     """Ports over one backend and executor, for one event loop."""
 
-    def __init__(self, backend: StorageBackend, executor: Executor, *, blocking_sinks: Callable[[], bool]) -> None:
+    def __init__(
+        self,
+        backend: StorageBackend,
+        executor: Executor,
+        *,
+        blocking_sinks: Callable[[], bool],
+        connections: int | None = None,
+    ) -> None:
         self.backend = backend
         self.executor = executor
         self.sync = SyncPorts(backend)
         factory = getattr(backend, "async_backend", None)
-        self.native: Any = factory() if callable(factory) else None
+        if not callable(factory):
+            self.native: Any = None
+        else:
+            # A third party's async_backend() may take no pool size: pass one only when asked.
+            self.native = factory() if connections is None else factory(pool_size=connections)
         self._memory = isinstance(backend, MemoryBackend)
         self._nowait = bool(getattr(backend, "supports_nowait", False))
         self._blocking_sinks = blocking_sinks

@@ -43,12 +43,21 @@ class AsyncSecretStore(StoreFace):
     store from one event loop.
     """
 
-    def __init__(self, runtime: StoreRuntime, executor: ThreadPoolExecutor, *, own_executor: bool = True) -> None:
+    def __init__(
+        self,
+        runtime: StoreRuntime,
+        executor: ThreadPoolExecutor,
+        *,
+        own_executor: bool = True,
+        connections: int | None = None,
+    ) -> None:
         self._rt = runtime
         self._parts = StoreParts(runtime)
         self._executor = executor
         self._own_executor = own_executor
-        self._io = AsyncPorts(runtime.backend, executor, blocking_sinks=lambda: bool(runtime.sinks))
+        self._io = AsyncPorts(
+            runtime.backend, executor, blocking_sinks=lambda: bool(runtime.sinks), connections=connections
+        )
         self._closed = False
 
     async def _open(self) -> None:

@@ -28,10 +28,21 @@ if TYPE_CHECKING:
 
 from kmsbox.storage.sql.backend import SqlTransaction
 
-__all__ = ["AsyncSqlBackend", "AsyncSqlTransaction"]
+__all__ = ["DEFAULT_POOL_SIZE", "MAX_POOL_SIZE", "AsyncSqlBackend", "AsyncSqlTransaction", "check_connections"]
 
-#: Connections one async backend keeps open at most.
+#: Connections one async backend keeps open at most (``kmsbox.aio.open_store(connections=)``).
 DEFAULT_POOL_SIZE = 10
+#: The most connections a store may be asked to keep.
+MAX_POOL_SIZE = 1000
+
+
+def check_connections(value: object) -> int:
+    """A pool size: an int from 1 to :data:`MAX_POOL_SIZE` (TypeError, ValueError otherwise)."""
+    if type(value) is not int:
+        raise TypeError(f"connections must be an int, got {type(value).__name__}")
+    if not 1 <= value <= MAX_POOL_SIZE:
+        raise ValueError(f"connections must be from 1 to {MAX_POOL_SIZE}, got {value}")
+    return value
 
 
 class AsyncSqlTransaction(SqlTransaction):
@@ -83,6 +94,7 @@ class AsyncSqlBackend:
     """Async transactions over the store a :class:`SqlBackend` opened (and migrated)."""
 
     def __init__(self, backend: SqlBackend, *, pool_size: int = DEFAULT_POOL_SIZE) -> None:
+        check_connections(pool_size)
         self.backend = backend
         self.engine: Any = backend.engine
         self.statements = backend.statements

@@ -515,14 +515,15 @@ class SqlBackend:
         an event loop's thread, where a wait would stall every task)."""
         return _NowaitScope(self, write)
 
-    def async_backend(self) -> Any:
-        """An :class:`~kmsbox.storage.sql.aio.AsyncSqlBackend` over the same store, when the
-        engine has async methods (``connect_async``...); None otherwise."""
+    def async_backend(self, pool_size: int | None = None) -> Any:
+        """An :class:`~kmsbox.storage.sql.aio.AsyncSqlBackend` over the same store, keeping at
+        most ``pool_size`` connections (default ``DEFAULT_POOL_SIZE``), when the engine has
+        async methods (``connect_async``...); None otherwise."""
         if not hasattr(self.engine, "connect_async"):
             return None
-        from kmsbox.storage.sql.aio import AsyncSqlBackend
+        from kmsbox.storage.sql.aio import DEFAULT_POOL_SIZE, AsyncSqlBackend
 
-        return AsyncSqlBackend(self)
+        return AsyncSqlBackend(self, pool_size=pool_size or DEFAULT_POOL_SIZE)
 
     def read(self) -> AbstractContextManager[SqlTransaction]:
         """A read-only transaction."""
