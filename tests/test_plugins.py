@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import sys
 import textwrap
 from collections.abc import Iterator
@@ -289,3 +290,36 @@ def test_kmsbox_core_never_imports_cloud_sdks() -> None:
         if any(word in path.read_text(encoding="utf-8") for word in forbidden)
     ]
     assert offenders == []
+
+
+def test_a_store_on_a_local_key_loads_no_plugin_sdk(tmp_path: Path) -> None:
+    # Every installed plugin is loaded in every process; one that imported its SDK at load
+    # time put boto3, hvac, requests or SQLAlchemy in the heap of every service (a full
+    # garbage collection walked 80,000 objects instead of 30,000).
+    script = textwrap.dedent(
+        f"""
+        import os, sys
+        os.environ["KMSBOX_PLUGIN_TEST_KEK"] = os.urandom(32).hex()
+        import kmsbox
+        from kmsbox.plugins import plugin_summary
+        store = kmsbox.open_store("sqlite:///{tmp_path / "s.db"}", kek="env://KMSBOX_PLUGIN_TEST_KEK")
+        store.put("k", "v", namespace="ns")
+        store.close()
+        print(len(plugin_summary()))
+        heavy = ("boto3", "botocore", "hvac", "requests", "sqlalchemy", "django", "starlette", "uvicorn",
+                 "google", "grpc", "psycopg", "moto")
+        print(",".join(sorted({{m.split(".")[0] for m in sys.modules}} & set(heavy))))
+        """
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    loaded, heavy = result.stdout.splitlines()
+    assert int(loaded) >= 1
+    assert heavy == ""
+
+
+def test_a_lazily_loaded_name_comes_from_its_home_and_an_unknown_one_is_an_attribute_error() -> None:
+    homes = {"dumps": "json"}
+    assert plugins.load_lazily("pkg", homes, "dumps") is json.dumps
+    with pytest.raises(AttributeError, match="module 'pkg' has no attribute 'loads'"):
+        plugins.load_lazily("pkg", homes, "loads")

@@ -12,7 +12,7 @@ from __future__ import annotations
 import importlib
 import os
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,6 +22,7 @@ from kmsbox import hookspecs
 from kmsbox.errors import PluginError
 
 __all__ = [
+    "load_lazily",
     "DEFAULT_PLUGINS",
     "audit_sink_factories",
     "KNOWN_PACKAGES",
@@ -227,3 +228,18 @@ def plugin_summary() -> list[dict[str, Any]]:
             }
         )
     return rows
+
+
+def load_lazily(module: str, homes: Mapping[str, str], name: str) -> Any:
+    """A plugin package's name from the submodule ``homes`` says it lives in, imported on
+    first use (PEP 562): ``def __getattr__(name): return load_lazily(__name__, HOMES, name)``.
+
+    kmsbox loads every installed plugin in every process, so a plugin package that imports
+    its SDK (boto3, hvac, SQLAlchemy, a web stack) at import time puts it in the heap of
+    every service, where each full garbage collection walks it. AttributeError for a name
+    not in ``homes``.
+    """
+    home = homes.get(name)
+    if home is None:
+        raise AttributeError(f"module {module!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(home), name)

@@ -8,8 +8,9 @@ use, so that loading the plugin (for ``kmsbox --help``) imports no web stack.
 
 from __future__ import annotations
 
-import importlib
 from typing import Any
+
+from kmsbox.plugins import load_lazily
 
 __all__ = ["AdminSettings", "StoreOperations", "create_app", "hash_token", "mint_token"]
 
@@ -23,6 +24,4 @@ _HOMES = {
 
 
 def __getattr__(name: str) -> Any:
-    if name in _HOMES:
-        return getattr(importlib.import_module(_HOMES[name]), name)
-    raise AttributeError(f"module 'kmsbox_admin' has no attribute {name!r}")
+    return load_lazily(__name__, _HOMES, name)

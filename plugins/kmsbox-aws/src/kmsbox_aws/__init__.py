@@ -7,8 +7,9 @@ import boto3: it would double the heap a full garbage collection walks.
 
 from __future__ import annotations
 
-import importlib
 from typing import TYPE_CHECKING, Any
+
+from kmsbox.plugins import load_lazily
 
 if TYPE_CHECKING:
     from kmsbox_aws._arn import KmsArn, key_uri, parse_uri
@@ -27,6 +28,4 @@ _HOMES = {
 
 
 def __getattr__(name: str) -> Any:
-    if name in _HOMES:
-        return getattr(importlib.import_module(_HOMES[name]), name)
-    raise AttributeError(f"module 'kmsbox_aws' has no attribute {name!r}")
+    return load_lazily(__name__, _HOMES, name)

@@ -13,7 +13,6 @@ importing this package does not need Django settings. See docs/orm.md.
 
 from __future__ import annotations
 
-import importlib
 from typing import Any
 
 from kmsbox_orm import (
@@ -26,6 +25,8 @@ from kmsbox_orm import (
     WrongValueType,
     blind,
 )
+
+from kmsbox.plugins import load_lazily
 
 __all__ = [
     "EncryptedTextField",
@@ -59,6 +60,4 @@ _HOMES = {
 
 
 def __getattr__(name: str) -> Any:
-    if name in _HOMES:
-        return getattr(importlib.import_module(_HOMES[name]), name)
-    raise AttributeError(f"module 'kmsbox_django' has no attribute {name!r}")
+    return load_lazily(__name__, _HOMES, name)

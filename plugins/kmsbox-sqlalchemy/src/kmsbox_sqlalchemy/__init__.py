@@ -15,8 +15,9 @@ See docs/orm.md.
 
 from __future__ import annotations
 
-import importlib
 from typing import TYPE_CHECKING, Any
+
+from kmsbox.plugins import load_lazily
 
 if TYPE_CHECKING:
     from kmsbox_orm import (
@@ -88,6 +89,4 @@ _HOMES = {
 
 
 def __getattr__(name: str) -> Any:
-    if name in _HOMES:
-        return getattr(importlib.import_module(_HOMES[name]), name)
-    raise AttributeError(f"module 'kmsbox_sqlalchemy' has no attribute {name!r}")
+    return load_lazily(__name__, _HOMES, name)

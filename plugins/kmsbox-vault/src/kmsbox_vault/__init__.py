@@ -6,8 +6,9 @@ names below load on first use, so that loading the plugin does not import hvac.
 
 from __future__ import annotations
 
-import importlib
 from typing import Any
+
+from kmsbox.plugins import load_lazily
 
 __all__ = ["VaultFake", "VaultKekProvider", "VaultKeyRef", "open_vault_kek", "parse_key_uri", "start_vault_fake"]
 
@@ -22,6 +23,4 @@ _HOMES = {
 
 
 def __getattr__(name: str) -> Any:
-    if name in _HOMES:
-        return getattr(importlib.import_module(_HOMES[name]), name)
-    raise AttributeError(f"module 'kmsbox_vault' has no attribute {name!r}")
+    return load_lazily(__name__, _HOMES, name)
