@@ -56,7 +56,7 @@ def test_the_suite_fails_a_provider_that_describes_its_own_key(
     pytester.makepyfile(
         test_leaky=textwrap.dedent(_LEAKY_PROVIDER).format(shown=shown, prefix=prefix, encoding=encoding)
     )
-    result = pytester.runpytest_inprocess("-p", "no:cacheprovider", "-k", _LEAK_TEST)
+    result = pytester.runpytest_inprocess("-p", "no:cacheprovider", "-p", "no:asyncio", "-k", _LEAK_TEST)
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines(
         ["*shows the provider's own key material: {'key 0': [[]'*'[]]}*", f"FAILED*{_LEAK_TEST}*"]
@@ -68,13 +68,13 @@ def test_the_same_provider_without_the_leak_passes(pytester: pytest.Pytester) ->
     pytester.makepyfile(
         test_leaky=textwrap.dedent(_LEAKY_PROVIDER).format(shown="'sha256:...'", prefix=0, encoding="nothing")
     )
-    result = pytester.runpytest_inprocess("-p", "no:cacheprovider", "-k", _LEAK_TEST)
+    result = pytester.runpytest_inprocess("-p", "no:cacheprovider", "-p", "no:asyncio", "-k", _LEAK_TEST)
     result.assert_outcomes(passed=1)
 
 
 def test_without_the_fixture_the_check_is_skipped_with_the_reason(pytester: pytest.Pytester) -> None:
     source = textwrap.dedent(_LEAKY_PROVIDER).format(shown="KEY.hex()", prefix=32, encoding="hex")
     pytester.makepyfile(test_leaky=source.split("    @pytest.fixture\n    def kek_material")[0])
-    result = pytester.runpytest_inprocess("-p", "no:cacheprovider", "-rs", "-k", _LEAK_TEST)
+    result = pytester.runpytest_inprocess("-p", "no:cacheprovider", "-p", "no:asyncio", "-rs", "-k", _LEAK_TEST)
     result.assert_outcomes(skipped=1)
     result.stdout.fnmatch_lines(["*no kek_material fixture*"])
