@@ -325,3 +325,23 @@ async def test_connections_bound_the_native_pool_and_bad_values_are_refused(
     for bad, error in ((0, ValueError), (1001, ValueError), (2.0, TypeError), ("2", TypeError), (True, TypeError)):
         with pytest.raises(error, match="connections"):
             await kmsbox.aio.open_store(url, kek=kek_uri, connections=bad)  # type: ignore[arg-type]
+
+
+async def test_the_stores_own_pool_starts_its_threads_while_opening_off_the_loop(kek_uri: str, tmp_path: Path) -> None:
+    # A pool starts a thread on demand and submit() waits for it to run: on the loop, the
+    # first cold reads stalled it for each of 8 thread starts.
+    def pool_threads() -> set[threading.Thread]:
+        return {t for t in threading.enumerate() if t.name.startswith("kmsbox-aio")}
+
+    before = pool_threads()
+    store = await kmsbox.aio.open_store(f"sqlite:///{tmp_path / 'pool.db'}", kek=kek_uri)
+    async with store:
+        assert len(pool_threads() - before) == kmsbox.aio.DEFAULT_WORKERS
+    shared = ThreadPoolExecutor(max_workers=3, thread_name_prefix="caller-pool")
+    try:
+        store = await kmsbox.aio.open_store(f"sqlite:///{tmp_path / 'pool.db'}", kek=kek_uri, executor=shared)
+        async with store:
+            # The caller's pool is the caller's to size: opening used one thread of it.
+            assert len([t for t in threading.enumerate() if t.name.startswith("caller-pool")]) == 1
+    finally:
+        shared.shutdown(wait=True)

@@ -13,7 +13,9 @@ namespace make one KMS call. See ``docs/async.md``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+import threading
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -25,7 +27,7 @@ from kmsbox.errors import KmsboxError
 from kmsbox.kek import KekProvider
 from kmsbox.keys import KeyCache
 from kmsbox.storage.sql.aio import check_connections
-from kmsbox.store.config import opening_error, prepare_store
+from kmsbox.store.config import PreparedStore, opening_error, prepare_store
 from kmsbox.store.runtime import StoreRuntime
 
 __all__ = [
@@ -40,6 +42,26 @@ __all__ = [
 
 #: Worker threads of a store's pool (KEK calls of sync providers, waits for a lock).
 DEFAULT_WORKERS = 8
+
+
+def start_workers(pool: ThreadPoolExecutor, count: int) -> None:
+    """Start ``count`` threads of ``pool`` now, from one of its own threads.
+
+    A ThreadPoolExecutor starts a thread when a task finds none idle, and ``submit`` waits
+    until the new thread runs: called from the event loop, the first KMS calls of a cold
+    store each stalled the loop for a thread's start (10 ms for 8 threads on a busy
+    machine). Each task here waits until all ``count`` are running, so none is reused.
+    """
+    gate = threading.Barrier(count)
+
+    def wait() -> None:
+        with contextlib.suppress(threading.BrokenBarrierError):
+            gate.wait(timeout=5)
+
+    started = [pool.submit(wait) for _ in range(count - 1)]
+    wait()
+    for future in started:
+        future.result()
 
 
 async def open_store(
@@ -71,20 +93,24 @@ async def open_store(
     own = executor is None
     pool = executor or ThreadPoolExecutor(max_workers=DEFAULT_WORKERS, thread_name_prefix="kmsbox-aio")
     loop = asyncio.get_running_loop()
-    try:
-        prepared = await loop.run_in_executor(
-            pool,
-            lambda: prepare_store(
-                url,
-                kek,
-                audit_reads=audit_reads,
-                config_file=config_file,
-                cache=cache,
-                create=create,
-                audit_chains=audit_chains,
-                audit_sinks=audit_sinks,
-            ),
+
+    def prepare() -> PreparedStore:
+        prepared = prepare_store(
+            url,
+            kek,
+            audit_reads=audit_reads,
+            config_file=config_file,
+            cache=cache,
+            create=create,
+            audit_chains=audit_chains,
+            audit_sinks=audit_sinks,
         )
+        if own:
+            start_workers(pool, DEFAULT_WORKERS)
+        return prepared
+
+    try:
+        prepared = await loop.run_in_executor(pool, prepare)
     except BaseException:
         if own:
             pool.shutdown(wait=False)
