@@ -25,7 +25,7 @@ from kmsbox.errors import IntegrityError, KeyUnavailable
 from kmsbox.kek import KekProvider, WrappedKey, open_kek
 from kmsbox.keys import KeyCache
 
-__all__ = ["DataKeySlot", "Envelope", "EnvelopeCore", "encoded_context"]
+__all__ = ["DataKeySlot", "Envelope", "EnvelopeCore", "check_data", "encoded_context"]
 
 _DATA_KEY_CONTEXT = {"kmsbox:purpose": "engine-data-key"}
 _ENCRYPT_SLOT = ("encrypt",)
@@ -68,8 +68,9 @@ def encoded_context(context: object) -> bytes:
     raise TypeError(f"context must be a mapping of str to str, got {type(context).__name__}")
 
 
-def _check_data(data: object, context: object) -> None:
-    # Checked before a data key is made, so a bad call costs no KEK call.
+def check_data(data: object, context: object) -> None:
+    """TypeError unless ``data`` is bytes-like and ``context`` is an encoded context (bytes);
+    checked before a data key is made, so a bad call costs no KEK call."""
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise TypeError("data must be bytes")
     if type(context) is not bytes:
@@ -233,7 +234,7 @@ class Envelope:
         """:meth:`encrypt` with the context already encoded by
         :func:`kmsbox.format.encode_context` (for callers that build one per row, such as
         the ORM columns, where encoding is a large part of the cost of a small value)."""
-        _check_data(data, context)
+        check_data(data, context)
         core = self._core
         slot = core.encryption_slot()
         if slot is None:

@@ -15,7 +15,7 @@ from typing import Any
 
 from kmsbox.aio.kek import AsyncKekProvider, async_kek
 from kmsbox.aio.ports import drive
-from kmsbox.engine import DataKeySlot, EnvelopeCore, check_keks, encoded_context
+from kmsbox.engine import DataKeySlot, EnvelopeCore, check_data, check_keks, encoded_context
 from kmsbox.kek import KekProvider
 from kmsbox.keys import KeyCache
 
@@ -80,8 +80,7 @@ class Envelope:
     async def encrypt(self, data: bytes, context: Mapping[str, str] | None = None) -> bytes:
         """See :meth:`kmsbox.Envelope.encrypt`."""
         aad_context = encoded_context(context)
-        if not isinstance(data, (bytes, bytearray, memoryview)):
-            raise TypeError("data must be bytes")
+        check_data(data, aad_context)
         core = self._core
         slot = core.encryption_slot()
         if slot is None:

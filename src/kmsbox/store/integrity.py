@@ -5,9 +5,10 @@ database can index and filter it) and sealed here under keys derived from the st
 audit key, which the KEK wraps. Someone with only database access can neither change
 a sealed row nor make one: a secret row (status, expiry, current version, metadata and
 its row version), a namespace's key state (its key versions with their statuses), an
-audit chain's head, and a job's checkpoint (where a resumed job starts). A *replayed* old row still carries a valid seal: the audit log
-records the seal every change left, and ``verify`` (and every put, and every load of a
-namespace's keys) compares the store with it.
+audit chain's head, and a job's checkpoint (where a resumed job starts). A *replayed*
+old row still carries a valid seal: the audit log records the seal every change left,
+and ``verify`` (and every put, and every load of a namespace's keys) compares the store
+with it.
 
 Which fields are sealed, and why, is specified in ``docs/format.md``.
 """

@@ -256,6 +256,15 @@ MIGRATIONS: list[list[Statement]] = [
     # collation (en_US, ICU) "A/c" sorts between "a/b" and "a1", and verify reported
     # secrets that are there as gone. SQLite compares text byte by byte already.
     [
+        # Every table first, in the order writers lock rows (key state, secrets, events), as
+        # migrations 2 and 3 do: taken one ALTER at a time, a writer still running older
+        # code that holds a later table while waiting for an earlier one would deadlock
+        # with the migration, and the open would fail.
+        (
+            "postgres",
+            "LOCK TABLE kmsbox_namespaces, kmsbox_namespace_keys, kmsbox_namespace_key_wraps, kmsbox_secrets, "
+            "kmsbox_secret_history, kmsbox_secret_access, kmsbox_audit_events, kmsbox_jobs IN ACCESS EXCLUSIVE MODE",
+        ),
         (
             "postgres",
             'ALTER TABLE kmsbox_secrets ALTER COLUMN namespace TYPE TEXT COLLATE "C", '
